@@ -1,0 +1,40 @@
+# kiln_add_model(NAME <name> SOURCES <files...> [SCHEDULE manual|li2018|mullapudi2016|adams2019]
+#                [BATCH_SIZE <n>])
+#
+# Builds a generator for the model defined in SOURCES, runs it at build time, and defines the
+# object library kiln_model_<name> that registers the compiled model with the runtime. The
+# model is regenerated only when its sources or the compiler change.
+function(kiln_add_model)
+  cmake_parse_arguments(ARG "" "NAME;SCHEDULE;BATCH_SIZE" "SOURCES" ${ARGN})
+  if(NOT ARG_NAME OR NOT ARG_SOURCES)
+    message(FATAL_ERROR "kiln_add_model: NAME and SOURCES are required")
+  endif()
+  if(NOT ARG_SCHEDULE)
+    set(ARG_SCHEDULE ${KILN_SCHEDULE})
+  endif()
+  if(NOT ARG_BATCH_SIZE)
+    set(ARG_BATCH_SIZE 64)
+  endif()
+
+  set(generator kiln-gen-${ARG_NAME})
+  add_executable(${generator} ${PROJECT_SOURCE_DIR}/compiler/kiln_gen.cpp
+                              ${PROJECT_SOURCE_DIR}/models/registry.cpp ${ARG_SOURCES})
+  target_link_libraries(${generator} PRIVATE kiln_compiler absl::flags absl::flags_parse)
+
+  set(dir ${KILN_GENERATED_DIR}/${ARG_NAME})
+  set(libraries ${dir}/${ARG_NAME}_forward.a ${dir}/${ARG_NAME}_backward.a ${dir}/${ARG_NAME}_update.a)
+  add_custom_command(
+    OUTPUT ${libraries} ${dir}/${ARG_NAME}_model.cpp
+           ${dir}/${ARG_NAME}_forward.h ${dir}/${ARG_NAME}_backward.h ${dir}/${ARG_NAME}_update.h
+    COMMAND ${generator} --model ${ARG_NAME} --schedule ${ARG_SCHEDULE} --output_dir ${dir}
+            --batch_size ${ARG_BATCH_SIZE} --target ${KILN_TARGET}
+    DEPENDS ${generator}
+    COMMENT "Compiling model ${ARG_NAME} (${ARG_SCHEDULE} schedule, batch ${ARG_BATCH_SIZE})"
+    VERBATIM)
+
+  # An object library, so the static registration in <name>_model.cpp is always linked.
+  add_library(kiln_model_${ARG_NAME} OBJECT ${dir}/${ARG_NAME}_model.cpp)
+  target_include_directories(kiln_model_${ARG_NAME} PUBLIC ${dir})
+  target_link_libraries(kiln_model_${ARG_NAME} PUBLIC kiln_runtime_headers ${libraries}
+                        kiln_halide_runtime)
+endfunction()

@@ -1,0 +1,50 @@
+/** \file
+ * Ahead-of-time code generation: compiles a Model's forward, backward and update pipelines to
+ * static libraries and headers, and writes the model description the runtime reads.
+ *
+ *   kiln::CodegenOptions options;
+ *   options.output_dir = "generated/lenet5";
+ *   absl::StatusOr<kiln::CodegenReport> report = kiln::GenerateModel(model, options);
+ */
+#ifndef KILN_COMPILER_CODEGEN_H_
+#define KILN_COMPILER_CODEGEN_H_
+
+#include <string>
+#include <vector>
+
+#include "Halide.h"
+#include "absl/status/statusor.h"
+#include "compiler/model.h"
+#include "compiler/schedule/schedule.h"
+
+namespace kiln {
+
+struct CodegenOptions {
+  std::string output_dir;
+  Scheduler scheduler = Scheduler::kManual;
+  /// Halide target string, e.g. "host" or "x86-64-linux-avx2-fma". Kiln adds `no_runtime`: link
+  /// one runtime from GenerateHalideRuntime.
+  std::string target = "host";
+  MachineOptions machine;
+};
+
+/// Compile time of one generated function.
+struct ArtifactTiming {
+  std::string function;  ///< e.g. "lenet5_backward".
+  double seconds = 0;
+};
+
+struct CodegenReport {
+  std::vector<ArtifactTiming> timings;
+};
+
+/// Writes into options.output_dir: <name>_{forward,backward,update}.{a,h} and <name>_model.cpp,
+/// which defines and registers the model's kiln::CompiledModel.
+absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOptions& options);
+
+/// Writes the Halide runtime shared by all generated functions as `<path_prefix>.a`.
+absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::string& target);
+
+}  // namespace kiln
+
+#endif  // KILN_COMPILER_CODEGEN_H_

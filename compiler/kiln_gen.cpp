@@ -1,0 +1,75 @@
+// kiln-gen: compiles a model defined in the DSL to static libraries for the runtime.
+//
+//   kiln-gen --model lenet5 --schedule manual --output_dir generated/lenet5
+//   kiln-gen --runtime generated/halide_runtime
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_join.h"
+#include "compiler/codegen.h"
+#include "models/registry.h"
+
+ABSL_FLAG(std::string, model, "", "Name of the model to compile (one registered in models/).");
+ABSL_FLAG(std::string, schedule, "manual",
+          "Schedule: manual (Kiln's hand-written), li2018, mullapudi2016 or adams2019 (Halide "
+          "autoschedulers).");
+ABSL_FLAG(std::string, output_dir, "", "Directory for the generated libraries, headers and description.");
+ABSL_FLAG(std::string, target, "host",
+          "Halide target, e.g. host or x86-64-linux-avx2-fma for CPUs older than this one.");
+ABSL_FLAG(int, batch_size, 64, "Batch size the model is defined and tuned for (images).");
+ABSL_FLAG(int, parallelism, 2, "Threads the autoschedulers tune for (the run-time count is free).");
+ABSL_FLAG(std::string, runtime, "",
+          "Instead of a model, write the shared Halide runtime to <this path>.a.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Compiles a Kiln model ahead of time. Example:\n"
+                               "  kiln-gen --model lenet5 --output_dir generated/lenet5");
+  absl::ParseCommandLine(argc, argv);
+
+  if (!absl::GetFlag(FLAGS_runtime).empty()) {
+    absl::Status status = kiln::GenerateHalideRuntime(absl::GetFlag(FLAGS_runtime), absl::GetFlag(FLAGS_target));
+    if (!status.ok()) {
+      std::fprintf(stderr, "kiln-gen: %s\n", std::string(status.message()).c_str());
+      return 1;
+    }
+    return 0;
+  }
+
+  const std::string name = absl::GetFlag(FLAGS_model);
+  if (name.empty() || absl::GetFlag(FLAGS_output_dir).empty()) {
+    std::fprintf(stderr, "kiln-gen: --model and --output_dir are required; models here: %s\n",
+                 absl::StrJoin(kiln::RegisteredModels(), ", ").c_str());
+    return 2;
+  }
+  absl::StatusOr<kiln::Scheduler> scheduler = kiln::ParseScheduler(absl::GetFlag(FLAGS_schedule));
+  if (!scheduler.ok()) {
+    std::fprintf(stderr, "kiln-gen: --schedule: %s\n", std::string(scheduler.status().message()).c_str());
+    return 2;
+  }
+  kiln::ModelOptions model_options;
+  model_options.batch_size = absl::GetFlag(FLAGS_batch_size);
+  absl::StatusOr<kiln::Model> model = kiln::BuildModel(name, model_options);
+  if (!model.ok()) {
+    std::fprintf(stderr, "kiln-gen: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+
+  kiln::CodegenOptions options;
+  options.output_dir = absl::GetFlag(FLAGS_output_dir);
+  options.scheduler = *scheduler;
+  options.target = absl::GetFlag(FLAGS_target);
+  options.machine.parallelism = absl::GetFlag(FLAGS_parallelism);
+  absl::StatusOr<kiln::CodegenReport> report = kiln::GenerateModel(*model, options);
+  if (!report.ok()) {
+    std::fprintf(stderr, "kiln-gen: model '%s': %s\n", name.c_str(), std::string(report.status().message()).c_str());
+    return 1;
+  }
+  for (const kiln::ArtifactTiming& t : report->timings) {
+    std::printf("kiln-gen: %s (%s schedule) compiled in %.2f s\n", t.function.c_str(),
+                kiln::SchedulerName(*scheduler), t.seconds);
+  }
+  return 0;
+}

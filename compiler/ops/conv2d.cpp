@@ -1,0 +1,37 @@
+// conv2d: the algorithm. Its schedules are in compiler/schedule/manual.cpp (section "conv2d").
+#include "compiler/ops/ops.h"
+
+namespace kiln::ops {
+
+const Vars& vars() {
+  static const Vars v;
+  return v;
+}
+
+LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Halide::Func in,
+                    Halide::Func weight, Halide::Func bias) {
+  const Vars& v = vars();
+  const int in_channels = static_cast<int>(in_shape[0]);
+  const int height = static_cast<int>(in_shape[1]);
+  const int width = static_cast<int>(in_shape[2]);
+  const int k = static_cast<int>(layer.kernel_size);
+  const int stride = static_cast<int>(layer.stride);
+  const int pad = static_cast<int>(layer.padding);
+
+  // The input reads as zero outside its W x H extent, so padded and over-computed (vector tail)
+  // positions never read another sample's memory.
+  Halide::Func padded(layer.name + "_padded");
+  padded(v.x, v.y, v.c, v.n) = Halide::select(
+      v.x >= 0 && v.x < width && v.y >= 0 && v.y < height,
+      in(Halide::clamp(v.x, 0, width - 1), Halide::clamp(v.y, 0, height - 1), v.c, v.n), 0.0f);
+
+  Halide::RDom r(0, k, 0, k, 0, in_channels, layer.name + "_r");
+  Halide::Func conv(layer.name);
+  conv(v.x, v.y, v.c, v.n) = bias.defined() ? bias(v.c) : Halide::Expr(0.0f);
+  conv(v.x, v.y, v.c, v.n) +=
+      weight(r.x, r.y, r.z, v.c) *
+      padded(v.x * stride + r.x - pad, v.y * stride + r.y - pad, r.z, v.n);
+  return {conv, {padded}};
+}
+
+}  // namespace kiln::ops

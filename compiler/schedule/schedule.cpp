@@ -1,0 +1,101 @@
+#include "compiler/schedule/schedule.h"
+
+#include <mutex>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace kiln {
+
+absl::StatusOr<Scheduler> ParseScheduler(const std::string& name) {
+  const std::string lower = absl::AsciiStrToLower(name);
+  if (lower == "manual") return Scheduler::kManual;
+  if (lower == "li2018") return Scheduler::kLi2018;
+  if (lower == "mullapudi2016") return Scheduler::kMullapudi2016;
+  if (lower == "adams2019") return Scheduler::kAdams2019;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown schedule '", name, "'; use manual, li2018, mullapudi2016 or adams2019"));
+}
+
+const char* SchedulerName(Scheduler scheduler) {
+  switch (scheduler) {
+    case Scheduler::kManual: return "manual";
+    case Scheduler::kLi2018: return "li2018";
+    case Scheduler::kMullapudi2016: return "mullapudi2016";
+    case Scheduler::kAdams2019: return "adams2019";
+  }
+  return "unknown";
+}
+
+namespace internal {
+
+absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
+                          const Halide::Target& target, const MachineOptions& machine) {
+  static std::mutex mutex;
+  static bool loaded[4] = {};
+  const char* plugin = nullptr;
+  const char* name = nullptr;
+  switch (scheduler) {
+    case Scheduler::kLi2018: plugin = KILN_LI2018_PLUGIN; name = "Li2018"; break;
+    case Scheduler::kMullapudi2016: plugin = KILN_MULLAPUDI2016_PLUGIN; name = "Mullapudi2016"; break;
+    case Scheduler::kAdams2019: plugin = KILN_ADAMS2019_PLUGIN; name = "Adams2019"; break;
+    case Scheduler::kManual: return absl::InternalError("AutoSchedule called for the manual schedule");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    bool& done = loaded[static_cast<int>(scheduler)];
+    if (!done) {
+      const std::string path = plugin;
+      try {
+        Halide::load_plugin(path);
+      } catch (const std::exception& e) {
+        return absl::NotFoundError(absl::StrCat("cannot load the ", name, " autoscheduler from '",
+                                                path, "': ", e.what(),
+                                                "; install libhalide14-0-dev"));
+      }
+      done = true;
+    }
+  }
+  try {
+    pipeline.auto_schedule(name, target,
+                           Halide::MachineParams(machine.parallelism, machine.last_level_cache_bytes,
+                                                 machine.balance));
+  } catch (const Halide::CompileError& e) {
+    return absl::InternalError(absl::StrCat(name, " failed to schedule the pipeline: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
+
+absl::Status ScheduleForward(const Model& model, const LoweredNetwork& net,
+                             Halide::Pipeline& pipeline, Scheduler scheduler,
+                             const Halide::Target& target, const MachineOptions& machine) {
+  if (scheduler != Scheduler::kManual) {
+    return internal::AutoSchedule(pipeline, scheduler, target, machine);
+  }
+  internal::ManualForward(model, net, target);
+  return absl::OkStatus();
+}
+
+absl::Status ScheduleTraining(const Model& model, const LoweredNetwork& net,
+                              Halide::Pipeline& pipeline, Scheduler scheduler,
+                              const Halide::Target& target, const MachineOptions& machine) {
+  if (scheduler != Scheduler::kManual) {
+    return internal::AutoSchedule(pipeline, scheduler, target, machine);
+  }
+  internal::ManualTraining(model, net, pipeline, target);
+  return absl::OkStatus();
+}
+
+absl::Status ScheduleUpdate(const LoweredUpdate& update, Halide::Pipeline& pipeline,
+                            Scheduler scheduler, const Halide::Target& target,
+                            const MachineOptions& machine) {
+  if (scheduler != Scheduler::kManual) {
+    return internal::AutoSchedule(pipeline, scheduler, target, machine);
+  }
+  internal::ManualUpdate(update, target);
+  return absl::OkStatus();
+}
+
+}  // namespace kiln

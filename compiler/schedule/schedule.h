@@ -1,0 +1,61 @@
+/** \file
+ * Schedules for lowered pipelines: Kiln's hand-written ones or a Halide autoscheduler. All give
+ * the same results within float rounding; only speed and compile time differ.
+ *
+ *   Halide::Pipeline p = ...;
+ *   absl::Status s = kiln::ScheduleForward(model, net, p, kiln::Scheduler::kManual, target);
+ */
+#ifndef KILN_COMPILER_SCHEDULE_SCHEDULE_H_
+#define KILN_COMPILER_SCHEDULE_SCHEDULE_H_
+
+#include <string>
+
+#include "Halide.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "compiler/lower.h"
+#include "compiler/model.h"
+
+namespace kiln {
+
+enum class Scheduler { kManual, kLi2018, kMullapudi2016, kAdams2019 };
+
+/// Parses "manual", "li2018", "mullapudi2016" or "adams2019" (any case).
+absl::StatusOr<Scheduler> ParseScheduler(const std::string& name);
+const char* SchedulerName(Scheduler scheduler);
+
+/// Machine description given to the autoschedulers.
+struct MachineOptions {
+  int parallelism = 2;                              ///< Threads the schedule is tuned for.
+  uint64_t last_level_cache_bytes = 32ull << 20;    ///< Estimate for a server-class CPU.
+  float balance = 40;                               ///< Halide's default for CPUs.
+};
+
+/// Schedules the inference pipeline `pipeline` (output: net.logits).
+absl::Status ScheduleForward(const Model& model, const LoweredNetwork& net,
+                             Halide::Pipeline& pipeline, Scheduler scheduler,
+                             const Halide::Target& target, const MachineOptions& machine = {});
+
+/// Schedules the training pipeline `pipeline` (outputs: net.training_outputs()).
+absl::Status ScheduleTraining(const Model& model, const LoweredNetwork& net,
+                              Halide::Pipeline& pipeline, Scheduler scheduler,
+                              const Halide::Target& target, const MachineOptions& machine = {});
+
+/// Schedules the elementwise parameter update.
+absl::Status ScheduleUpdate(const LoweredUpdate& update, Halide::Pipeline& pipeline,
+                            Scheduler scheduler, const Halide::Target& target,
+                            const MachineOptions& machine = {});
+
+namespace internal {
+/// Runs a Halide autoscheduler on `pipeline`, loading its plugin on first use.
+absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
+                          const Halide::Target& target, const MachineOptions& machine);
+void ManualForward(const Model& model, const LoweredNetwork& net, const Halide::Target& target);
+void ManualTraining(const Model& model, const LoweredNetwork& net, Halide::Pipeline& pipeline,
+                    const Halide::Target& target);
+void ManualUpdate(const LoweredUpdate& update, const Halide::Target& target);
+}  // namespace internal
+
+}  // namespace kiln
+
+#endif  // KILN_COMPILER_SCHEDULE_SCHEDULE_H_
