@@ -90,8 +90,9 @@ void ScheduleDense(Func dense, int64_t out_features) {
   dense.compute_root().parallel(v.n);
   dense.update().parallel(v.n);
   if (out_features >= kConvLanes) {
+    // GuardWithIf: an update rounded up to whole vectors would read weights past out_features.
     dense.vectorize(v.f, kConvLanes);
-    dense.update().vectorize(v.f, kConvLanes);
+    dense.update().vectorize(v.f, kConvLanes, Halide::TailStrategy::GuardWithIf);
   }
 }
 

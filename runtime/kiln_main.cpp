@@ -1,0 +1,179 @@
+// kiln: trains, evaluates and summarizes the models compiled into this binary.
+//
+//   kiln train --model lenet5 --epochs 10
+//   kiln eval --model lenet5 --checkpoint lenet5.safetensors
+//   kiln summary --model lenet5
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "fmt/core.h"
+#include "runtime/compiled_model.h"
+#include "runtime/idx.h"
+#include "runtime/network.h"
+#include "runtime/summary.h"
+#include "runtime/trainer.h"
+
+ABSL_FLAG(std::string, model, "lenet5", "Compiled model to use.");
+ABSL_FLAG(std::string, data, kiln::kDefaultDataDir,
+          "Directory with the IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].");
+ABSL_FLAG(int, epochs, 10, "Training epochs (passes over the training set).");
+ABSL_FLAG(double, lr, 0.01, "SGD learning rate.");
+ABSL_FLAG(double, momentum, 0.9, "SGD momentum, in [0, 1).");
+ABSL_FLAG(double, weight_decay, 0.0, "L2 weight decay added to each gradient (PyTorch's SGD).");
+ABSL_FLAG(uint64_t, seed, 0, "Seed for parameter initialization and shuffling.");
+ABSL_FLAG(int, threads, 0, "Worker threads; 0 uses all cores.");
+ABSL_FLAG(int, batch_size, 0, "Images per step; 0 uses the batch the model was compiled for.");
+ABSL_FLAG(std::string, checkpoint, "",
+          "Safetensors checkpoint: written after every epoch by train, read by eval and --resume.");
+ABSL_FLAG(bool, resume, false, "Continue training from --checkpoint.");
+ABSL_FLAG(int64_t, train_limit, 0, "Use only the first N training images; 0 uses all.");
+ABSL_FLAG(int64_t, test_limit, 0, "Use only the first N test images; 0 uses all.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "Trains and evaluates Kiln's compiled models.\n\n"
+    "Usage:\n"
+    "  kiln train   [--model lenet5] [--data DIR] [--epochs N] [--lr X] [--momentum X]\n"
+    "               [--weight-decay X] [--seed N] [--threads N] [--checkpoint PATH [--resume]]\n"
+    "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
+    "  kiln summary [--model lenet5]\n\n"
+    "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).";
+
+int Fail(const absl::Status& status) {
+  fmt::print(stderr, "kiln: {}\n", std::string(status.message()));
+  return 1;
+}
+
+int Usage(const std::string& message) {
+  fmt::print(stderr, "kiln: {}\nRun 'kiln --help' for usage.\n", message);
+  return 2;
+}
+
+// absl flag names cannot contain '-', so "--weight-decay=1" is rewritten to "--weight_decay=1".
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>& storage) {
+  storage.assign(argv, argv + argc);
+  for (std::string& arg : storage) {
+    if (arg.rfind("--", 0) != 0) continue;
+    const size_t end = std::min(arg.find('='), arg.size());
+    for (size_t i = 2; i < end; ++i) {
+      if (arg[i] == '-') arg[i] = '_';
+    }
+  }
+  std::vector<char*> pointers;
+  for (std::string& arg : storage) pointers.push_back(arg.data());
+  return pointers;
+}
+
+absl::Status ValidateFlags() {
+  if (absl::GetFlag(FLAGS_epochs) <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--epochs ", absl::GetFlag(FLAGS_epochs), " must be at least 1"));
+  }
+  if (!(absl::GetFlag(FLAGS_lr) > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--lr ", absl::GetFlag(FLAGS_lr), " must be positive"));
+  }
+  const double momentum = absl::GetFlag(FLAGS_momentum);
+  if (!(momentum >= 0 && momentum < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("--momentum ", momentum, " must be in [0, 1)"));
+  }
+  if (!(absl::GetFlag(FLAGS_weight_decay) >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--weight-decay ", absl::GetFlag(FLAGS_weight_decay), " must not be negative"));
+  }
+  if (absl::GetFlag(FLAGS_threads) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads ", absl::GetFlag(FLAGS_threads), " must not be negative (0 uses all cores)"));
+  }
+  if (absl::GetFlag(FLAGS_batch_size) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch-size ", absl::GetFlag(FLAGS_batch_size), " must not be negative"));
+  }
+  if (absl::GetFlag(FLAGS_train_limit) < 0 || absl::GetFlag(FLAGS_test_limit) < 0) {
+    return absl::InvalidArgumentError("--train-limit and --test-limit must not be negative");
+  }
+  if (absl::GetFlag(FLAGS_resume) && absl::GetFlag(FLAGS_checkpoint).empty()) {
+    return absl::InvalidArgumentError("--resume needs --checkpoint PATH");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kiln::Dataset> LoadSplit(const std::string& split, int64_t limit) {
+  absl::StatusOr<kiln::Dataset> data = kiln::LoadIdxDataset(absl::GetFlag(FLAGS_data), split);
+  if (!data.ok() || limit == 0 || limit >= data->count) return data;
+  return kiln::TakeFirst(*data, limit);
+}
+
+int RunTrain(kiln::Network& net) {
+  absl::StatusOr<kiln::Dataset> train = LoadSplit("train", absl::GetFlag(FLAGS_train_limit));
+  if (!train.ok()) return Fail(train.status());
+  absl::StatusOr<kiln::Dataset> test = LoadSplit("t10k", absl::GetFlag(FLAGS_test_limit));
+  if (!test.ok()) return Fail(test.status());
+
+  kiln::TrainOptions options;
+  options.epochs = absl::GetFlag(FLAGS_epochs);
+  options.sgd.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  options.sgd.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
+  options.sgd.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.batch_size = absl::GetFlag(FLAGS_batch_size);
+  options.checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  options.resume = absl::GetFlag(FLAGS_resume);
+  absl::StatusOr<std::vector<kiln::EpochStats>> history = kiln::Train(net, *train, &*test, options);
+  if (!history.ok()) return Fail(history.status());
+  if (history->empty()) {
+    fmt::print("kiln: the checkpoint already has {} epochs; nothing to train\n", options.epochs);
+    return 0;
+  }
+  fmt::print("final test accuracy: {:.4f} ({} images)\n", history->back().test.accuracy,
+             history->back().test.count);
+  return 0;
+}
+
+int RunEval(kiln::Network& net) {
+  if (absl::GetFlag(FLAGS_checkpoint).empty()) return Usage("eval needs --checkpoint PATH");
+  absl::StatusOr<std::map<std::string, std::string>> loaded = net.LoadCheckpoint(absl::GetFlag(FLAGS_checkpoint));
+  if (!loaded.ok()) return Fail(loaded.status());
+  absl::StatusOr<kiln::Dataset> test = LoadSplit("t10k", absl::GetFlag(FLAGS_test_limit));
+  if (!test.ok()) return Fail(test.status());
+  absl::StatusOr<kiln::EvalResult> result = kiln::Evaluate(net, *test, absl::GetFlag(FLAGS_batch_size));
+  if (!result.ok()) return Fail(result.status());
+  fmt::print("test loss {:.4f}  test accuracy {:.4f} ({} images)\n", result->loss, result->accuracy,
+             result->count);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<std::string> storage;
+  std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (positional.size() != 2) {
+    return Usage(positional.size() < 2 ? "missing command: use train, eval or summary"
+                                       : absl::StrCat("unexpected argument '", positional[2], "'"));
+  }
+  const std::string command = positional[1];
+  if (command != "train" && command != "eval" && command != "summary") {
+    return Usage(absl::StrCat("unknown command '", command, "': use train, eval or summary"));
+  }
+  if (absl::Status status = ValidateFlags(); !status.ok()) return Usage(std::string(status.message()));
+
+  const std::string name = absl::GetFlag(FLAGS_model);
+  const kiln::CompiledModel* model = kiln::FindCompiledModel(name);
+  if (model == nullptr) {
+    return Usage(absl::StrCat("unknown model '", name, "'; compiled models: ",
+                              absl::StrJoin(kiln::CompiledModelNames(), ", ")));
+  }
+  if (command == "summary") {
+    fmt::print("{}", kiln::FormatSummary(*model));
+    return 0;
+  }
+
+  kiln::SetThreads(absl::GetFlag(FLAGS_threads));
+  kiln::Network net(*model);
+  return command == "train" ? RunTrain(net) : RunEval(net);
+}

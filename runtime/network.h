@@ -1,0 +1,84 @@
+/** \file
+ * A compiled model with its state: parameters, gradients and SGD momentum in flat float arrays,
+ * and the calls into the generated forward, backward and update functions.
+ *
+ *   const kiln::CompiledModel* spec = kiln::FindCompiledModel("lenet5");
+ *   kiln::Network net(*spec);
+ *   net.InitParams(0);  // seed
+ *   absl::StatusOr<kiln::BatchResult> r = net.Backward(images, labels, batch);
+ *   absl::Status s = net.Update(kiln::SgdOptions{0.01f, 0.9f, 0.0f});
+ *
+ * Not thread-safe: one Network serves one training loop. The generated functions parallelize
+ * internally on Halide's thread pool (see SetThreads).
+ */
+#ifndef KILN_RUNTIME_NETWORK_H_
+#define KILN_RUNTIME_NETWORK_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/compiled_model.h"
+
+namespace kiln {
+
+/// SGD hyperparameters, as torch.optim.SGD (no dampening, no Nesterov).
+struct SgdOptions {
+  float lr = 0.01f;
+  float momentum = 0.9f;
+  float weight_decay = 0.0f;
+};
+
+/// Loss and accuracy count of one batch.
+struct BatchResult {
+  float loss = 0;   ///< Mean cross-entropy over the batch.
+  int correct = 0;  ///< Samples whose top-1 prediction is the label.
+};
+
+/// Sets the number of threads of Halide's thread pool for all compiled functions (0: all cores).
+void SetThreads(int threads);
+
+class Network {
+ public:
+  explicit Network(const CompiledModel& model);
+
+  const CompiledModel& model() const { return model_; }
+
+  /// Draws every parameter uniform in ±1/sqrt(fan_in), as PyTorch's Conv2d and Linear default
+  /// initialization, from `seed` (same seed, same values on every platform). Zeroes the momentum.
+  void InitParams(uint64_t seed);
+
+  /// Logits {batch, classes} (row-major) of `batch` images {batch, C, H, W}; any batch ≥ 1.
+  absl::Status Forward(const float* images, int batch, float* logits);
+
+  /// Loss, correct count and the gradient of every parameter (kept in grads()) for a batch.
+  absl::StatusOr<BatchResult> Backward(const float* images, const int32_t* labels, int batch);
+
+  /// One SGD step on the current gradients; updates parameters and momentum in place.
+  absl::Status Update(const SgdOptions& options);
+
+  std::vector<float>& params() { return params_; }
+  const std::vector<float>& params() const { return params_; }
+  const std::vector<float>& grads() const { return grads_; }
+  std::vector<float>& velocity() { return velocity_; }
+
+  /// Saves parameters (PyTorch names and shapes, float32), momentum buffers
+  /// ("momentum_buffer.<name>") and `metadata` as safetensors, atomically.
+  absl::Status SaveCheckpoint(const std::string& path,
+                              const std::map<std::string, std::string>& metadata) const;
+
+  /// Loads a checkpoint written by SaveCheckpoint; returns its metadata. On any error the
+  /// network's state is unchanged and the message lists what differs from this model.
+  absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path);
+
+ private:
+  const CompiledModel& model_;
+  std::vector<float> params_, grads_, velocity_;
+};
+
+}  // namespace kiln
+
+#endif  // KILN_RUNTIME_NETWORK_H_
