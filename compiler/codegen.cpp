@@ -27,10 +27,13 @@ absl::StatusOr<Halide::Target> ParseTarget(const std::string& target) {
 // Compiles one pipeline and records how long lowering and code generation took.
 absl::Status Compile(Halide::Pipeline& pipeline, const std::vector<Halide::Argument>& args,
                      const std::string& dir, const std::string& function,
-                     const Halide::Target& target, CodegenReport& report) {
+                     const Halide::Target& target, bool emit_stmt, CodegenReport& report) {
   const auto start = std::chrono::steady_clock::now();
   try {
     pipeline.compile_to_static_library(dir + "/" + function, args, function, target);
+    if (emit_stmt) {
+      pipeline.compile_to_lowered_stmt(dir + "/" + function + ".stmt", args, Halide::Text, target);
+    }
   } catch (const Halide::Error& e) {
     return absl::InternalError(absl::StrCat("Halide failed to compile ", function, ": ", e.what()));
   }
@@ -124,21 +127,21 @@ absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOpt
   Halide::Pipeline forward(inference.logits);
   absl::Status status = ScheduleForward(model, inference, forward, options.scheduler, *target, options.machine);
   if (!status.ok()) return status;
-  status = Compile(forward, inference.arguments(false), options.output_dir, name + "_forward", *target, report);
+  status = Compile(forward, inference.arguments(false), options.output_dir, name + "_forward", *target, options.emit_stmt, report);
   if (!status.ok()) return status;
 
   LoweredNetwork training = LowerTraining(model);
   Halide::Pipeline backward(training.training_outputs());
   status = ScheduleTraining(model, training, backward, options.scheduler, *target, options.machine);
   if (!status.ok()) return status;
-  status = Compile(backward, training.arguments(true), options.output_dir, name + "_backward", *target, report);
+  status = Compile(backward, training.arguments(true), options.output_dir, name + "_backward", *target, options.emit_stmt, report);
   if (!status.ok()) return status;
 
   LoweredUpdate sgd = LowerSgdUpdate(model);
   Halide::Pipeline update(sgd.updated);
   status = ScheduleUpdate(sgd, update, options.scheduler, *target, options.machine);
   if (!status.ok()) return status;
-  status = Compile(update, sgd.arguments(), options.output_dir, name + "_update", *target, report);
+  status = Compile(update, sgd.arguments(), options.output_dir, name + "_update", *target, options.emit_stmt, report);
   if (!status.ok()) return status;
 
   // Written last and through a rename, so an interrupted generation never leaves a description
@@ -160,6 +163,13 @@ absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOpt
 absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::string& target) {
   absl::StatusOr<Halide::Target> parsed = ParseTarget(target);
   if (!parsed.ok()) return parsed.status();
+  const std::filesystem::path directory = std::filesystem::path(path_prefix).parent_path();
+  std::error_code error;
+  if (!directory.empty()) std::filesystem::create_directories(directory, error);
+  if (error) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot create output directory '",
+                                                    directory.string(), "': ", error.message()));
+  }
   try {
     Halide::compile_standalone_runtime(path_prefix + ".a",
                                        parsed->without_feature(Halide::Target::NoRuntime));

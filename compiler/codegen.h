@@ -26,6 +26,8 @@ struct CodegenOptions {
   /// one runtime from GenerateHalideRuntime.
   std::string target = "host";
   MachineOptions machine;
+  /// Also write each function's lowered loop nest as <function>.stmt, for reading schedules.
+  bool emit_stmt = false;
 };
 
 /// Compile time of one generated function.

@@ -21,6 +21,7 @@ ABSL_FLAG(std::string, target, "host",
           "Halide target, e.g. host or x86-64-linux-avx2-fma for CPUs older than this one.");
 ABSL_FLAG(int, batch_size, 64, "Batch size the model is defined and tuned for (images).");
 ABSL_FLAG(int, parallelism, 2, "Threads the autoschedulers tune for (the run-time count is free).");
+ABSL_FLAG(bool, emit_stmt, false, "Also write each function's lowered loop nest (<function>.stmt).");
 ABSL_FLAG(std::string, runtime, "",
           "Instead of a model, write the shared Halide runtime to <this path>.a.");
 
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
   options.scheduler = *scheduler;
   options.target = absl::GetFlag(FLAGS_target);
   options.machine.parallelism = absl::GetFlag(FLAGS_parallelism);
+  options.emit_stmt = absl::GetFlag(FLAGS_emit_stmt);
   absl::StatusOr<kiln::CodegenReport> report = kiln::GenerateModel(*model, options);
   if (!report.ok()) {
     std::fprintf(stderr, "kiln-gen: model '%s': %s\n", name.c_str(), std::string(report.status().message()).c_str());

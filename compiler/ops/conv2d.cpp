@@ -28,9 +28,15 @@ LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   Halide::RDom r(0, k, 0, k, 0, in_channels, layer.name + "_r");
   Halide::Func conv(layer.name);
   conv(v.x, v.y, v.c, v.n) = bias.defined() ? bias(v.c) : Halide::Expr(0.0f);
+
+  // With a 1×1 output (a conv as large as its input, like LeNet's C5), x and y are always 0.
+  // Writing them as 0 lets the autodiff turn the input gradient into a gather over output
+  // channels only; with x + kx it would gather over every kernel tap, nearly all outside.
+  const bool single_output = layer.output_shape[1] == 1 && layer.output_shape[2] == 1;
+  Halide::Expr x = single_output ? Halide::Expr(0) : Halide::Expr(v.x);
+  Halide::Expr y = single_output ? Halide::Expr(0) : Halide::Expr(v.y);
   conv(v.x, v.y, v.c, v.n) +=
-      weight(r.x, r.y, r.z, v.c) *
-      padded(v.x * stride + r.x - pad, v.y * stride + r.y - pad, r.z, v.n);
+      weight(r.x, r.y, r.z, v.c) * padded(x * stride + r.x - pad, y * stride + r.y - pad, r.z, v.n);
   return {conv, {padded}};
 }
 

@@ -64,6 +64,14 @@ void ScheduleConvAtRoot(Func conv, int64_t width) {
   ScheduleConvUpdate(conv, width);
 }
 
+// The zero-padded input is stored once per call: inlined, its clamped reads would turn every
+// vector load of the conv loops into a gather.
+void SchedulePadded(Func padded, const Layer& conv) {
+  const ops::Vars& v = ops::vars();
+  padded.compute_root().parallel(v.n);
+  if (conv.output_shape[2] + conv.kernel_size > kConvLanes) padded.vectorize(v.x, kConvLanes);
+}
+
 // ---- max_pool2d, fused with conv2d → relu ----------------------------------------------------
 // The pool computes the conv rows that one output row needs, so inference never stores a full
 // conv output. The relu between them is inlined.
@@ -105,7 +113,7 @@ void ScheduleDense(Func dense, int64_t out_features) {
 // Every adjoint with an update is computed at root. Parameter gradients split their innermost
 // spatial RVar into vectors with rfactor, because their pure dimensions (kernel taps) are too
 // narrow to vectorize; the rest run in parallel over their outermost pure dimension.
-constexpr int kGradientLanes = 8;
+constexpr int kGradientLanes = 16;
 
 bool IsCopy(const Halide::Internal::Function& f) {
   const auto* call = f.values()[0].as<Halide::Internal::Call>();
@@ -117,7 +125,25 @@ bool IsCopy(const Halide::Internal::Function& f) {
   return true;
 }
 
-void ScheduleAdjointUpdate(Func f, int u, int64_t width) {
+// The value of a constant extent, or 0 when it depends on run-time sizes (the batch).
+int64_t ConstantExtent(const Halide::Expr& extent) {
+  const int64_t* value = Halide::Internal::as_const_int(Halide::Internal::simplify(extent));
+  return value ? *value : 0;
+}
+
+// Lanes to sum a reduction of constant `extent` in: the whole extent when it fits one AVX-512
+// vector, else the largest divisor from 8 to 16, so no lane is wasted on a tail; 0 when neither.
+int ReductionLanes(int64_t extent) {
+  if (extent >= 4 && extent <= kGradientLanes) return static_cast<int>(extent);
+  for (int lanes = kGradientLanes; lanes >= 8; --lanes) {
+    if (extent % lanes == 0) return lanes;
+  }
+  return 0;
+}
+
+// `param_shape` is the parameter's shape in Halide order when `f` is a parameter gradient, else
+// empty.
+void ScheduleAdjointUpdate(Func f, int u, int64_t width, const std::vector<int64_t>& param_shape) {
   Halide::Stage update = f.update(u);
   const std::vector<Halide::Expr>& lhs = f.function().update(u).args();
   std::vector<Var> pure;
@@ -129,32 +155,59 @@ void ScheduleAdjointUpdate(Func f, int u, int64_t width) {
   if (pure.empty()) return;  // A scalar reduction or a scatter over RVars only: left serial.
 
   const std::vector<Halide::RVar> rvars = RVars(f, u);
-  const bool all_pure = pure.size() == lhs.size();
-  const Halide::Internal::ReductionVariable* inner =
-      rvars.empty() ? nullptr : &f.function().update(u).schedule().rvars()[0];
-  const int64_t* inner_extent = inner ? Halide::Internal::as_const_int(inner->extent) : nullptr;
-  if (all_pure && pure.size() > 1 && inner_extent && *inner_extent >= kGradientLanes) {
-    // A parameter gradient: sum partial vectors along the innermost RVar, then reduce them.
-    Halide::RVar outer, lanes;
+  const auto& rvar_info = f.function().update(u).schedule().rvars();
+  const bool parameter_gradient = !param_shape.empty() && pure.size() == lhs.size() && !rvars.empty();
+  const int lanes = parameter_gradient ? ReductionLanes(ConstantExtent(rvar_info[0].extent)) : 0;
+  if (lanes > 0) {
+    // Partial sums in vector lanes along the innermost reduction (the output's x), then a
+    // short serial sum of the lanes.
+    Halide::RVar outer("lane_groups"), inner("lanes");
     Var lane("lane");
-    update.split(rvars[0], outer, lanes, kGradientLanes, Halide::TailStrategy::GuardWithIf);
-    Func partial = update.rfactor(lanes, lane);
+    update.split(rvars[0], outer, inner, lanes);
+    Func partial = update.rfactor(inner, lane);
+    // Kernel taps inside the reduction: each loaded vector of output gradients serves every
+    // tap of the kernel window before the loop moves on.
+    std::vector<Halide::VarOrRVar> order = {lane};
+    for (size_t i = 0; i + 2 < pure.size() && i < 2; ++i) order.emplace_back(pure[i]);
+    order.emplace_back(outer);
+    for (size_t i = 1; i < rvars.size(); ++i) order.emplace_back(rvars[i]);
+    std::vector<Var> storage = {lane};  // rfactor stores the new dimension outermost otherwise.
+    for (const Var& v : partial.args()) {
+      if (v.name() != lane.name()) storage.push_back(v);
+    }
+    partial.reorder_storage(storage);
     partial.compute_root().vectorize(lane).parallel(pure.back());
-    partial.update().vectorize(lane).parallel(pure.back());
+    partial.update().reorder(order).vectorize(lane).parallel(pure.back());
     update.parallel(pure.back());
     return;
   }
-
+  if (parameter_gradient && pure.size() > 1 && param_shape.back() >= kGradientLanes) {
+    // No reduction to vectorize (a conv with a 1×1 output): vectorize across output channels,
+    // stored innermost so the vectors are contiguous.
+    std::vector<Var> storage = {pure.back()};
+    storage.insert(storage.end(), pure.begin(), pure.end() - 1);
+    f.reorder_storage(storage);
+    std::vector<Halide::VarOrRVar> order = {pure.back()};
+    for (const Halide::RVar& r : rvars) order.emplace_back(r);
+    order.insert(order.end(), pure.begin(), pure.end() - 1);
+    update.reorder(order).vectorize(pure.back(), kGradientLanes, Halide::TailStrategy::RoundUp);
+    update.parallel(pure[pure.size() - 2]);
+    return;
+  }
   update.parallel(pure.back());
-  if (lhs[0].as<Halide::Internal::Variable>() == nullptr || width < kConvLanes) return;
-  Var x = pure.front();
-  if (x.name() != lhs[0].as<Halide::Internal::Variable>()->name) return;
-  std::vector<Halide::VarOrRVar> order = {x};
+
+  const auto* first = lhs[0].as<Halide::Internal::Variable>();
+  if (first == nullptr || first->name != pure.front().name()) return;
+  if (!parameter_gradient && width < kGradientLanes / 2) return;
+
+  // Vectorize dimension 0 inside the reduction. RoundUp computes whole vectors: the extra lanes
+  // land in padding of this Func's allocation and read producers that are zero there.
+  std::vector<Halide::VarOrRVar> order = {pure.front()};
   for (const Halide::RVar& r : rvars) order.emplace_back(r);
-  update.reorder(order).vectorize(x, kConvLanes, Halide::TailStrategy::GuardWithIf);
+  update.reorder(order).vectorize(pure.front(), kGradientLanes, Halide::TailStrategy::RoundUp);
 }
 
-void ScheduleAdjoint(Func f, int64_t width) {
+void ScheduleAdjoint(Func f, int64_t width, const std::vector<int64_t>& param_shape) {
   const Halide::Internal::Function& function = f.function();
   if (function.updates().empty()) {
     // Pure adjoints: a relu mask or a copy. Copies stay inlined; masks are stored once, since
@@ -164,9 +217,11 @@ void ScheduleAdjoint(Func f, int64_t width) {
   f.compute_root();
   std::vector<Var> args = f.args();
   if (args.size() >= 2) f.parallel(args.back());
-  if (args.size() >= 2 && width >= kConvLanes) f.vectorize(args.front(), kConvLanes);
+  if (args.size() >= 2 && width >= kGradientLanes / 2) {
+    f.vectorize(args.front(), kGradientLanes, Halide::TailStrategy::RoundUp);
+  }
   for (int u = 0; u < static_cast<int>(function.updates().size()); ++u) {
-    ScheduleAdjointUpdate(f, u, width);
+    ScheduleAdjointUpdate(f, u, width, param_shape);
   }
 }
 
@@ -199,7 +254,8 @@ void ScheduleLayers(const Model& model, const LoweredNetwork& net, bool fuse_poo
     } else if (layer.kind == OpKind::kDense) {
       ScheduleDense(net.layers[i].output, layer.output_shape[0]);
     }
-    // relu, flatten and each conv's zero-padded input stay inlined.
+    if (layer.kind == OpKind::kConv2d) SchedulePadded(net.layers[i].stages[0], layer);
+    // relu and flatten stay inlined.
   }
 }
 
@@ -235,7 +291,13 @@ void ManualTraining(const Model& model, const LoweredNetwork& net, Halide::Pipel
         width = w;
       }
     }
-    ScheduleAdjoint(Func(function), width);
+    std::vector<int64_t> param_shape;
+    for (size_t p = 0; p < net.param_funcs.size(); ++p) {
+      if (name.rfind(net.param_funcs[p].name() + "_", 0) == 0) {
+        param_shape.assign(model.params[p].shape.rbegin(), model.params[p].shape.rend());
+      }
+    }
+    ScheduleAdjoint(Func(function), width, param_shape);
   }
 }
 
