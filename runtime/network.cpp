@@ -7,6 +7,7 @@
 #include "HalideBuffer.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/halide_allocator.h"
 #include "runtime/safetensors.h"
 
 namespace kiln {
@@ -67,6 +68,7 @@ Network::Network(const CompiledModel& model)
       grads_(model.num_params),
       velocity_(model.num_params) {
   halide_set_error_handler(KeepHalideError);
+  InstallHalideAllocator();
 }
 
 void Network::InitParams(uint64_t seed) {

@@ -42,15 +42,16 @@ std::vector<Halide::RVar> RVars(Func f, int update) {
 // of inputs. 8 lanes, not AVX-512's 16: LeNet's rows are 28, 10 and 1 wide, and 16 lanes would
 // waste 4 of 32 and 6 of 16 lanes on the first two.
 constexpr int kConvLanes = 8;
+constexpr int kConvRowLanes = 16;
 
 void ScheduleConvUpdate(Func conv, int64_t width) {
   const Var x = ops::vars().x, y = ops::vars().y;
   const std::vector<Halide::RVar> r = RVars(conv, 0);  // kx, ky, ci
   Halide::Stage update = conv.update();
-  update.reorder(x, r[0], r[1], r[2], y);
+  update.reorder(x, r[0], r[1], r[2], y).unroll(r[0]);
   if (width >= kConvLanes) {
-    conv.vectorize(x, kConvLanes);
-    update.vectorize(x, kConvLanes);
+    conv.vectorize(x, kConvRowLanes, Halide::TailStrategy::RoundUp);
+    update.vectorize(x, kConvRowLanes, Halide::TailStrategy::RoundUp);
   }
 }
 
@@ -70,6 +71,23 @@ void SchedulePadded(Func padded, const Layer& conv) {
   const ops::Vars& v = ops::vars();
   padded.compute_root().parallel(v.n);
   if (conv.output_shape[2] + conv.kernel_size > kConvLanes) padded.vectorize(v.x, kConvLanes);
+}
+
+// A conv with a 1×1 output (as large as its input) is a matrix-vector product per sample:
+// vectorize across output channels, with the weights stored channel-innermost for it.
+bool IsSingleOutput(const Layer& conv) {
+  return conv.output_shape[1] == 1 && conv.output_shape[2] == 1;
+}
+
+void ScheduleSingleOutputConv(Func conv, Func weight) {
+  const ops::Vars& v = ops::vars();
+  std::vector<Var> w = weight.args();  // (kx, ky, ci, co)
+  weight.compute_root().reorder_storage(w[3], w[0], w[1], w[2]).parallel(w[2]);
+  weight.vectorize(w[3], kConvLanes, Halide::TailStrategy::RoundUp);
+  conv.compute_root().parallel(v.n).vectorize(v.c, kConvLanes, Halide::TailStrategy::RoundUp);
+  const std::vector<Halide::RVar> r = RVars(conv, 0);
+  conv.update().reorder(v.c, r[0], r[1], r[2]).parallel(v.n)
+      .vectorize(v.c, kConvLanes, Halide::TailStrategy::RoundUp);
 }
 
 // ---- max_pool2d, fused with conv2d → relu ----------------------------------------------------
@@ -249,7 +267,9 @@ void ScheduleLayers(const Model& model, const LoweredNetwork& net, bool fuse_poo
   }
   for (size_t i = 1; i < model.layers.size(); ++i) {
     const Layer& layer = model.layers[i];
-    if (layer.kind == OpKind::kConv2d && !fused_convs.count(i)) {
+    if (layer.kind == OpKind::kConv2d && IsSingleOutput(layer)) {
+      ScheduleSingleOutputConv(net.layers[i].output, net.param_funcs[layer.params[0]]);
+    } else if (layer.kind == OpKind::kConv2d && !fused_convs.count(i)) {
       ScheduleConvAtRoot(net.layers[i].output, layer.output_shape[2]);
     } else if (layer.kind == OpKind::kDense) {
       ScheduleDense(net.layers[i].output, layer.output_shape[0]);
