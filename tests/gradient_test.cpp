@@ -1,0 +1,335 @@
+// Gradients of every op against central finite differences of the compiled loss.
+//
+// Each test builds a small model around one op (usually input → op → flatten → dense → loss) and
+// JIT-compiles it twice, from two separate lowerings: the loss alone, and the loss with the
+// gradient of every parameter and of the input images. Every gradient element g is compared with
+// (L(v + ε) − L(v − ε)) / 2ε, where L is the compiled float32 loss and v the element.
+//
+// Criterion: per tensor, ||g − fd||₂ / ||fd||₂ ≤ 1e-3. A per-element bound would measure float32
+// round-off, not the gradient: the loss carries about 1e-7 of absolute error, so fd of an element
+// whose gradient is near zero has an error of order 1e-7 / ε however right g is.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "Halide.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "compiler/lower.h"
+#include "compiler/model.h"
+#include "compiler/schedule/schedule.h"
+#include "gtest/gtest.h"
+
+namespace kiln {
+namespace {
+
+constexpr double kMaxRelativeError = 1e-3;
+
+// How the test images are drawn.
+enum class Images {
+  kUniform,       // Uniform in [-1, 1].
+  kAwayFromZero,  // Magnitude uniform in [0.1, 1], random sign.
+  kDistinct,      // Per sample, a shuffled ladder of distinct values 4ε apart, centered on 0.
+};
+
+struct GradientCheck {
+  int batch = 1;
+  Images images = Images::kUniform;
+  float image_scale = 1;  // Multiplies every image value.
+  float eps = 1e-2f;      // Finite-difference step.
+  Scheduler scheduler = Scheduler::kManual;
+  uint32_t seed = 1;
+};
+
+// The values a model's pipelines read. Buffers are dense with mins of 0, in Halide order.
+struct Inputs {
+  Halide::Buffer<float> images;               // (x, y, c, n)
+  Halide::Buffer<int32_t> labels;             // (n)
+  std::vector<Halide::Buffer<float>> params;  // PyTorch shapes reversed, as Model::params.
+};
+
+struct Gradients {
+  float loss = 0;
+  std::vector<Halide::Buffer<float>> params;
+  Halide::Buffer<float> images;
+};
+
+Halide::Buffer<float> BufferLike(const Halide::Buffer<float>& buffer) {
+  std::vector<int> sizes;
+  for (int d = 0; d < buffer.dimensions(); ++d) sizes.push_back(buffer.dim(d).extent());
+  return Halide::Buffer<float>(sizes);
+}
+
+Inputs RandomInputs(const Model& model, const GradientCheck& check) {
+  std::mt19937 rng(check.seed);
+  std::uniform_real_distribution<float> uniform(-1, 1);
+  const std::vector<int64_t>& shape = model.input_layer().output_shape;  // {C, H, W}
+  const int sample_size = static_cast<int>(shape[0] * shape[1] * shape[2]);
+
+  Inputs inputs;
+  inputs.images = Halide::Buffer<float>(static_cast<int>(shape[2]), static_cast<int>(shape[1]),
+                                        static_cast<int>(shape[0]), check.batch);
+  float* image = inputs.images.data();
+  for (int n = 0; n < check.batch; ++n, image += sample_size) {
+    if (check.images == Images::kDistinct) {
+      std::vector<int> rank(sample_size);
+      std::iota(rank.begin(), rank.end(), 0);
+      std::shuffle(rank.begin(), rank.end(), rng);
+      for (int i = 0; i < sample_size; ++i) {
+        image[i] = (rank[i] - (sample_size - 1) / 2.0f) * 4 * check.eps;
+      }
+      continue;
+    }
+    for (int i = 0; i < sample_size; ++i) {
+      float value = uniform(rng);
+      if (check.images == Images::kAwayFromZero) {
+        value = std::copysign(0.1f + 0.9f * std::abs(value), value);
+      }
+      image[i] = value * check.image_scale;
+    }
+  }
+
+  const int classes = static_cast<int>(model.loss_layer().num_classes);
+  std::uniform_int_distribution<int32_t> label(0, classes - 1);
+  inputs.labels = Halide::Buffer<int32_t>(check.batch);
+  for (int n = 0; n < check.batch; ++n) inputs.labels(n) = label(rng);
+
+  // PyTorch's default initialization: uniform in ±1/sqrt(fan_in).
+  for (const Param& p : model.params) {
+    std::vector<int> sizes(p.shape.rbegin(), p.shape.rend());
+    Halide::Buffer<float> values(sizes);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(p.fan_in));
+    for (int64_t i = 0; i < p.numel(); ++i) values.data()[i] = bound * uniform(rng);
+    inputs.params.push_back(std::move(values));
+  }
+  return inputs;
+}
+
+// A model JIT-compiled from two lowerings, both scheduled by the scheduler under test: the loss
+// alone, evaluated many times for finite differences, and the loss with every gradient.
+class CompiledModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<CompiledModel>> Compile(const Model& model,
+                                                                Scheduler scheduler) {
+    auto compiled = std::unique_ptr<CompiledModel>(new CompiledModel());
+    compiled->forward_ = LowerTraining(model);
+    compiled->training_ = LowerTraining(model);
+    LoweredNetwork& forward = compiled->forward_;
+    LoweredNetwork& training = compiled->training_;
+
+    std::vector<Halide::Func> outputs = {training.loss.loss};
+    outputs.insert(outputs.end(), training.grads.begin(), training.grads.end());
+    outputs.push_back(training.input_grad);
+    compiled->loss_pipeline_ = Halide::Pipeline(forward.loss.loss);
+    compiled->training_pipeline_ = Halide::Pipeline(outputs);
+
+    const Halide::Target& target = compiled->target_;
+    for (auto [net, pipeline] : {std::pair{&forward, &compiled->loss_pipeline_},
+                                 std::pair{&training, &compiled->training_pipeline_}}) {
+      absl::Status status = ScheduleTraining(model, *net, *pipeline, scheduler, target);
+      if (!status.ok()) return status;
+      try {
+        pipeline->compile_jit(target);
+      } catch (const Halide::Error& e) {
+        return absl::InternalError(absl::StrCat("Halide failed to JIT-compile model '", model.name,
+                                                "' with the ", SchedulerName(scheduler),
+                                                " schedule: ", e.what()));
+      }
+    }
+    return compiled;
+  }
+
+  float Loss(Inputs& inputs) {
+    Bind(forward_, inputs);
+    loss_pipeline_.realize(loss_, target_);
+    return loss_();
+  }
+
+  Gradients Backward(Inputs& inputs) {
+    Bind(training_, inputs);
+    Gradients gradients;
+    Halide::Buffer<float> loss = Halide::Buffer<float>::make_scalar();
+    std::vector<Halide::Buffer<>> outputs = {loss};
+    for (const Halide::Buffer<float>& param : inputs.params) {
+      gradients.params.push_back(BufferLike(param));
+      outputs.push_back(gradients.params.back());
+    }
+    gradients.images = BufferLike(inputs.images);
+    outputs.push_back(gradients.images);
+
+    Halide::Realization realization(outputs);
+    training_pipeline_.realize(realization, target_);
+    gradients.loss = loss();
+    return gradients;
+  }
+
+ private:
+  CompiledModel() = default;
+
+  static void Bind(LoweredNetwork& net, Inputs& inputs) {
+    net.images.set(inputs.images);
+    net.labels.set(inputs.labels);
+    for (size_t i = 0; i < net.params.size(); ++i) net.params[i].set(inputs.params[i]);
+  }
+
+  Halide::Target target_ = Halide::get_jit_target_from_environment();
+  LoweredNetwork forward_, training_;
+  Halide::Pipeline loss_pipeline_, training_pipeline_;
+  Halide::Buffer<float> loss_ = Halide::Buffer<float>::make_scalar();
+};
+
+// Central differences of the compiled loss with respect to every element of `values`, one of the
+// buffers of `inputs`. Each element is restored after use. The step is divided by the difference
+// of the two perturbed floats, not by 2ε, so rounding v ± ε adds no error.
+std::vector<double> FiniteDifferences(CompiledModel& compiled, Inputs& inputs,
+                                      Halide::Buffer<float>& values, float eps) {
+  std::vector<double> fd(values.number_of_elements());
+  float* data = values.data();
+  for (size_t i = 0; i < fd.size(); ++i) {
+    const float original = data[i];
+    const float up = original + eps, down = original - eps;
+    data[i] = up;
+    values.set_host_dirty();
+    const double loss_up = compiled.Loss(inputs);
+    data[i] = down;
+    values.set_host_dirty();
+    const double loss_down = compiled.Loss(inputs);
+    data[i] = original;
+    values.set_host_dirty();
+    fd[i] = (loss_up - loss_down) / (static_cast<double>(up) - down);
+  }
+  return fd;
+}
+
+// ||g − fd||₂ / ||fd||₂ with the norms and the worst element, for the failure message.
+struct Comparison {
+  double relative_error = 0;
+  double fd_norm = 0;
+  size_t worst = 0;
+  double worst_difference = 0;
+};
+
+Comparison Compare(const Halide::Buffer<float>& gradient, const std::vector<double>& fd) {
+  Comparison c;
+  double difference_squares = 0, fd_squares = 0;
+  for (size_t i = 0; i < fd.size(); ++i) {
+    const double difference = gradient.data()[i] - fd[i];
+    difference_squares += difference * difference;
+    fd_squares += fd[i] * fd[i];
+    if (std::abs(difference) > c.worst_difference) {
+      c.worst_difference = std::abs(difference);
+      c.worst = i;
+    }
+  }
+  c.fd_norm = std::sqrt(fd_squares);
+  c.relative_error = std::sqrt(difference_squares) / std::max(c.fd_norm, 1e-30);
+  return c;
+}
+
+// Compiles `model`, computes its gradients once and checks every parameter gradient and the input
+// gradient against finite differences. `op` names the op under test in failure messages.
+void ExpectGradientsMatchFiniteDifferences(const Model& model, const std::string& op,
+                                           const GradientCheck& check) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<CompiledModel>> compiled =
+      CompiledModel::Compile(model, check.scheduler);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  Inputs inputs = RandomInputs(model, check);
+  const Gradients gradients = (*compiled)->Backward(inputs);
+
+  const float loss = (*compiled)->Loss(inputs);
+  EXPECT_NEAR(gradients.loss, loss, 1e-6 * std::abs(loss))
+      << op << ": the training pipeline's loss differs from the loss pipeline's";
+
+  std::vector<std::pair<std::string, Halide::Buffer<float>*>> tensors;
+  for (size_t i = 0; i < model.params.size(); ++i) {
+    tensors.emplace_back(model.params[i].name, &inputs.params[i]);
+  }
+  tensors.emplace_back("images", &inputs.images);
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    const auto& [name, values] = tensors[t];
+    const Halide::Buffer<float>& gradient =
+        t < model.params.size() ? gradients.params[t] : gradients.images;
+    const std::vector<double> fd = FiniteDifferences(**compiled, inputs, *values, check.eps);
+    const Comparison c = Compare(gradient, fd);
+    std::printf("  %-12s %-9s %-14s relative error %.2e (|fd| %.2e, %zu elements)\n", op.c_str(),
+                SchedulerName(check.scheduler), name.c_str(), c.relative_error, c.fd_norm,
+                fd.size());
+    EXPECT_LE(c.relative_error, kMaxRelativeError)
+        << op << " (" << SchedulerName(check.scheduler) << " schedule): gradient of " << name
+        << " differs from central differences (eps " << check.eps << ") by relative L2 error "
+        << c.relative_error << "; largest difference at flat index " << c.worst << ": compiled "
+        << gradient.data()[c.worst] << ", finite difference " << fd[c.worst];
+    EXPECT_GT(c.fd_norm, 1e-3) << op << ": the finite-difference gradient of " << name
+                               << " is nearly zero, so the comparison checks nothing";
+  }
+  std::printf("  %-12s %s: %.1f s\n", op.c_str(), model.name.c_str(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+// ---- conv2d ----------------------------------------------------------------------------------
+// A conv followed by flatten and dense is linear up to the loss, so no kink lies between v ± ε.
+
+TEST(Conv2dGradient, Kernel3) {
+  ModelBuilder net("conv_k3", ModelOptions{1});
+  Tensor x = net.input(3, 5, 7);
+  x = net.conv2d("conv", x, 4, 3);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+}
+
+TEST(Conv2dGradient, Stride2Padding1) {
+  ModelBuilder net("conv_s2_p1", ModelOptions{2});
+  Tensor x = net.input(3, 5, 7);
+  x = net.conv2d("conv", x, 4, 3, /*stride=*/2, /*padding=*/1);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.batch = 2;
+  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", check);
+}
+
+TEST(Conv2dGradient, Kernel1NoBias) {
+  ModelBuilder net("conv_k1", ModelOptions{1});
+  Tensor x = net.input(3, 5, 7);
+  x = net.conv2d("conv", x, 4, 1, /*stride=*/1, /*padding=*/0, /*bias=*/false);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+}
+
+// A 1×1 output takes conv2d's single-output path; stride 3 and padding 1 on a 4×5 input give it.
+TEST(Conv2dGradient, SingleOutput) {
+  ModelBuilder net("conv_1x1_out", ModelOptions{1});
+  Tensor x = net.input(3, 4, 5);
+  x = net.conv2d("conv", x, 6, 5, /*stride=*/3, /*padding=*/1);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+}
+
+}  // namespace
+}  // namespace kiln

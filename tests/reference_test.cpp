@@ -1,0 +1,366 @@
+// Kiln's compiled LeNet-5 against PyTorch: two SGD steps on the first 8 Fashion-MNIST test images,
+// every logit, loss, gradient and updated parameter compared with the values that
+// tools/make_reference.py stored in $KILN_TEST_DATA/lenet5_step.safetensors.
+//
+// Kiln starts from PyTorch's initial parameters and runs the same steps: Forward, Backward and
+// Update, twice. Each test then compares one group of values. An element passes when
+// |kiln − torch| ≤ 1e-4·|torch| + 1e-6; a failure names the worst element and its values.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "runtime/compiled_model.h"
+#include "runtime/idx.h"
+#include "runtime/network.h"
+#include "runtime/safetensors.h"
+
+namespace kiln {
+namespace {
+
+constexpr char kFileName[] = "lenet5_step.safetensors";
+constexpr int kBatch = 8;
+constexpr double kRelTol = 1e-4;
+constexpr double kAbsTol = 1e-6;
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// "name[i, j, ...]" for flat element `flat` of a row-major tensor of `shape`.
+std::string ElementName(const std::string& name, const std::vector<int64_t>& shape, int64_t flat) {
+  std::vector<int64_t> index(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    index[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return absl::StrCat(name, "[", absl::StrJoin(index, ", "), "]");
+}
+
+// The worst element of one comparison and of a whole group. `score` is |a − b| over the
+// tolerance, so an element fails above 1.
+struct Worst {
+  double score = 0;
+  double rel = 0;  // Largest |a − b| / |b| over elements with |b| ≥ 1e-3.
+  std::string where;
+  float kiln = 0, torch = 0;
+  int64_t failures = 0;
+  int64_t compared = 0;
+
+  void Merge(const Worst& other) {
+    if (other.score >= score) {
+      where = other.where;
+      kiln = other.kiln;
+      torch = other.torch;
+      score = other.score;
+    }
+    rel = std::max(rel, other.rel);
+    failures += other.failures;
+    compared += other.compared;
+  }
+};
+
+// Compares `count` Kiln values with the same number of PyTorch values, element `i` named by
+// ElementName(name, shape, i).
+Worst Compare(const std::string& name, const std::vector<int64_t>& shape, const float* kiln,
+              const float* torch, int64_t count) {
+  Worst worst;
+  worst.compared = count;
+  for (int64_t i = 0; i < count; ++i) {
+    const double a = kiln[i], b = torch[i];
+    const double diff = std::fabs(a - b);
+    const double score = diff / (kRelTol * std::fabs(b) + kAbsTol);
+    // A NaN fails and is always the worst element.
+    if (!(score <= 1)) ++worst.failures;
+    if (!(score <= worst.score)) {
+      worst.score = std::isnan(score) ? INFINITY : score;
+      worst.where = ElementName(name, shape, i);
+      worst.kiln = kiln[i];
+      worst.torch = torch[i];
+    }
+    if (std::fabs(b) >= 1e-3) worst.rel = std::max(worst.rel, diff / std::fabs(b));
+  }
+  return worst;
+}
+
+::testing::AssertionResult Verdict(const std::string& group, const Worst& worst) {
+  // One line per group, for tracking how much headroom the tolerance leaves.
+  std::cout << absl::StreamFormat(
+                   "[ reference] %-8s %6d values, max rel err %.2e, worst %s at %.3f of tolerance\n",
+                   group, worst.compared, worst.rel, worst.where, worst.score);
+  if (worst.failures == 0 && worst.compared > 0) return ::testing::AssertionSuccess();
+  if (worst.compared == 0) return ::testing::AssertionFailure() << group << ": nothing compared";
+  return ::testing::AssertionFailure() << absl::StreamFormat(
+             "%s: %d of %d values differ from PyTorch by more than %g·|torch| + %g; the worst is "
+             "%s: Kiln %.9g, PyTorch %.9g (%.1f times the tolerance)",
+             group, worst.failures, worst.compared, kRelTol, kAbsTol, worst.where, worst.kiln,
+             worst.torch, worst.score);
+}
+
+// Reads a float from the file's metadata, so that the test uses the hyperparameters that made it.
+absl::StatusOr<float> MetadataFloat(const TensorFile& file, const std::string& key) {
+  auto it = file.metadata.find(key);
+  float value = 0;
+  if (it == file.metadata.end() || !absl::SimpleAtof(it->second, &value)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metadata '", key, "' is missing or not a number; rerun tools/make_reference.py"));
+  }
+  return value;
+}
+
+// Number of samples whose largest logit (the first on ties) is at the label.
+int CountCorrect(const float* logits, const int32_t* labels, int batch, int classes) {
+  int correct = 0;
+  for (int n = 0; n < batch; ++n) {
+    int best = 0;
+    for (int k = 1; k < classes; ++k) {
+      if (logits[n * classes + k] > logits[n * classes + best]) best = k;
+    }
+    correct += best == labels[n];
+  }
+  return correct;
+}
+
+// What Kiln computed in the two steps, in flat arrays with the model's parameter offsets.
+struct KilnRun {
+  std::vector<float> logits, logits2;
+  BatchResult step1, step2;
+  std::vector<float> grads, grads2, after1, after2;
+};
+
+class Reference : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    error_ = new std::string;
+    file_ = new TensorFile;
+    run_ = new KilnRun;
+    absl::Status status = Run();
+    if (!status.ok()) *error_ = status.ToString();
+  }
+
+  static void TearDownTestSuite() {
+    delete error_;
+    delete file_;
+    delete run_;
+  }
+
+  // Loads the file, checks its names, shapes and dtypes against the compiled model, and runs
+  // Kiln's two steps from PyTorch's initial parameters.
+  static absl::Status Run() {
+    const char* dir = std::getenv("KILN_TEST_DATA");
+    if (dir == nullptr || *dir == '\0') {
+      return absl::FailedPreconditionError(
+          "KILN_TEST_DATA is not set; run through ctest, or set it to the tests/data directory");
+    }
+    const std::string path = absl::StrCat(dir, "/", kFileName);
+    absl::StatusOr<TensorFile> file = ReadSafetensors(path);
+    if (!file.ok()) return file.status();
+    *file_ = *std::move(file);
+
+    spec_ = FindCompiledModel("lenet5");
+    if (spec_ == nullptr) return absl::NotFoundError("model lenet5 is not linked into this test");
+    absl::Status layout = CheckLayout(path);
+    if (!layout.ok()) return layout;
+    absl::StatusOr<float> lr = MetadataFloat(*file_, "lr");
+    absl::StatusOr<float> momentum = MetadataFloat(*file_, "momentum");
+    absl::StatusOr<float> weight_decay = MetadataFloat(*file_, "weight_decay");
+    for (const auto* value : {&lr, &momentum, &weight_decay}) {
+      if (!value->ok()) return value->status();
+    }
+    const SgdOptions sgd{*lr, *momentum, *weight_decay};
+
+    Network net(*spec_);
+    std::fill(net.velocity().begin(), net.velocity().end(), 0.0f);
+    for (const ParamInfo& p : spec_->params) {
+      const float* values = file_->tensors.at("param." + p.name).f32();
+      std::copy(values, values + p.numel, net.params().begin() + p.offset);
+    }
+    const float* images = file_->tensors.at("input").f32();
+    const int32_t* labels = file_->tensors.at("labels").i32();
+
+    for (int step = 1; step <= 2; ++step) {
+      std::vector<float>& logits = step == 1 ? run_->logits : run_->logits2;
+      logits.resize(kBatch * spec_->num_classes);
+      absl::Status forward = net.Forward(images, kBatch, logits.data());
+      if (!forward.ok()) return forward;
+
+      absl::StatusOr<BatchResult> result = net.Backward(images, labels, kBatch);
+      if (!result.ok()) return result.status();
+      (step == 1 ? run_->step1 : run_->step2) = *result;
+      (step == 1 ? run_->grads : run_->grads2) = net.grads();
+
+      absl::Status update = net.Update(sgd);
+      if (!update.ok()) return update;
+      (step == 1 ? run_->after1 : run_->after2) = net.params();
+    }
+    return absl::OkStatus();
+  }
+
+  // Every tensor the test reads exists with the model's shape and the expected dtype; grad2.*,
+  // after1.* and after2.* may keep only the rows listed in rows.<name>.
+  static absl::Status CheckLayout(const std::string& path) {
+    std::vector<std::string> problems;
+    auto expect = [&](const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
+      auto it = file_->tensors.find(name);
+      if (it == file_->tensors.end()) {
+        problems.push_back(absl::StrCat(name, " is missing"));
+      } else if (it->second.dtype != dtype || it->second.shape != shape) {
+        problems.push_back(absl::StrCat(name, " is ", DTypeName(it->second.dtype), " ",
+                                        ShapeString(it->second.shape), ", expected ",
+                                        DTypeName(dtype), " ", ShapeString(shape)));
+      }
+    };
+    const CompiledModel& m = *spec_;
+    expect("input", DType::kF32, {kBatch, m.channels, m.height, m.width});
+    expect("labels", DType::kI32, {kBatch});
+    expect("logits", DType::kF32, {kBatch, m.num_classes});
+    expect("logits2", DType::kF32, {kBatch, m.num_classes});
+    expect("loss", DType::kF32, {});
+    expect("loss2", DType::kF32, {});
+    for (const ParamInfo& p : m.params) {
+      expect("param." + p.name, DType::kF32, p.shape);
+      expect("grad." + p.name, DType::kF32, p.shape);
+      auto rows = file_->tensors.find("rows." + p.name);
+      std::vector<int64_t> kept = p.shape;
+      if (rows != file_->tensors.end()) {
+        kept[0] = rows->second.numel();
+        expect("rows." + p.name, DType::kI32, {kept[0]});
+        for (int64_t i = 0; i < kept[0] && rows->second.dtype == DType::kI32; ++i) {
+          const int32_t row = rows->second.i32()[i];
+          if (row < 0 || row >= p.shape[0]) {
+            problems.push_back(absl::StrCat("rows.", p.name, " lists row ", row, " of ", p.shape[0]));
+          }
+        }
+      }
+      for (const char* group : {"grad2.", "after1.", "after2."}) {
+        expect(group + p.name, DType::kF32, kept);
+      }
+    }
+    if (problems.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " does not fit the compiled lenet5: ", absl::StrJoin(problems, "; "),
+        ". Regenerate it with tools/make_reference.py."));
+  }
+
+  // Compares the flat Kiln array `kiln` (model offsets) with the tensors `<group>.<name>`,
+  // element by element, restricted to rows.<name> where the file has it.
+  static ::testing::AssertionResult ParamsMatch(const std::string& group,
+                                                const std::vector<float>& kiln) {
+    Worst worst;
+    for (const ParamInfo& p : spec_->params) {
+      const std::string name = group + "." + p.name;
+      const TensorData& torch = file_->tensors.at(name);
+      auto rows = file_->tensors.find("rows." + p.name);
+      if (torch.shape == p.shape) {
+        worst.Merge(Compare(name, p.shape, kiln.data() + p.offset, torch.f32(), p.numel));
+        continue;
+      }
+      const int64_t row_size = p.numel / p.shape[0];
+      for (int64_t i = 0; i < torch.shape[0]; ++i) {
+        const int64_t row = rows->second.i32()[i];
+        std::vector<int64_t> row_shape(p.shape.begin() + 1, p.shape.end());
+        worst.Merge(Compare(absl::StrCat(name, "[", row, "]"), row_shape,
+                            kiln.data() + p.offset + row * row_size, torch.f32() + i * row_size,
+                            row_size));
+      }
+    }
+    return Verdict(group, worst);
+  }
+
+  static ::testing::AssertionResult TensorMatches(const std::string& name, const float* kiln) {
+    const TensorData& torch = file_->tensors.at(name);
+    return Verdict(name, Compare(name, torch.shape, kiln, torch.f32(), torch.numel()));
+  }
+
+  static int TorchCorrect(const std::string& logits) {
+    return CountCorrect(file_->tensors.at(logits).f32(), file_->tensors.at("labels").i32(), kBatch,
+                        spec_->num_classes);
+  }
+
+  void SetUp() override { ASSERT_TRUE(error_->empty()) << *error_; }
+
+  static std::string* error_;
+  static TensorFile* file_;
+  static const CompiledModel* spec_;
+  static KilnRun* run_;
+};
+
+std::string* Reference::error_ = nullptr;
+TensorFile* Reference::file_ = nullptr;
+const CompiledModel* Reference::spec_ = nullptr;
+KilnRun* Reference::run_ = nullptr;
+
+TEST_F(Reference, Logits) { EXPECT_TRUE(TensorMatches("logits", run_->logits.data())); }
+
+TEST_F(Reference, Loss) { EXPECT_TRUE(TensorMatches("loss", &run_->step1.loss)); }
+
+TEST_F(Reference, Correct) {
+  EXPECT_EQ(run_->step1.correct, TorchCorrect("logits"))
+      << "Kiln's correct count differs from the argmax of PyTorch's logits";
+}
+
+TEST_F(Reference, Grads) { EXPECT_TRUE(ParamsMatch("grad", run_->grads)); }
+
+TEST_F(Reference, After1) { EXPECT_TRUE(ParamsMatch("after1", run_->after1)); }
+
+TEST_F(Reference, Logits2) { EXPECT_TRUE(TensorMatches("logits2", run_->logits2.data())); }
+
+TEST_F(Reference, Loss2) { EXPECT_TRUE(TensorMatches("loss2", &run_->step2.loss)); }
+
+TEST_F(Reference, Correct2) {
+  EXPECT_EQ(run_->step2.correct, TorchCorrect("logits2"))
+      << "Kiln's correct count after one step differs from the argmax of PyTorch's logits";
+}
+
+TEST_F(Reference, Grads2) { EXPECT_TRUE(ParamsMatch("grad2", run_->grads2)); }
+
+TEST_F(Reference, After2) { EXPECT_TRUE(ParamsMatch("after2", run_->after2)); }
+
+// The stored batch is what Kiln's own reader gives for the first test images, so the reference
+// and a Kiln training run see the same pixels.
+TEST(ReferenceInput, MatchesIdxReader) {
+  const char* dir = std::getenv("KILN_TEST_DATA");
+  ASSERT_NE(dir, nullptr) << "KILN_TEST_DATA is not set; run through ctest";
+  absl::StatusOr<TensorFile> file = ReadSafetensors(absl::StrCat(dir, "/", kFileName));
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<Dataset> test = LoadIdxDataset(kDefaultDataDir, "t10k");
+  if (absl::IsNotFound(test.status())) GTEST_SKIP() << test.status();
+  ASSERT_TRUE(test.ok()) << test.status();
+
+  const TensorData& input = file->tensors.at("input");
+  const TensorData& labels = file->tensors.at("labels");
+  const int64_t pixels = input.numel();
+  ASSERT_EQ(labels.numel(), kBatch) << "labels in the file";
+  ASSERT_EQ(pixels, kBatch * test->channels * test->height * test->width)
+      << "the file's input " << ShapeString(input.shape) << " is not " << kBatch
+      << " images of the dataset's size";
+
+  int64_t first_pixel = -1, differing_pixels = 0;
+  for (int64_t i = 0; i < pixels; ++i) {
+    if (input.f32()[i] != test->images[i]) {
+      ++differing_pixels;
+      if (first_pixel < 0) first_pixel = i;
+    }
+  }
+  EXPECT_EQ(differing_pixels, 0) << "first at " << ElementName("input", input.shape, first_pixel)
+                                 << ": file " << input.f32()[first_pixel] << ", reader "
+                                 << test->images[first_pixel];
+  for (int n = 0; n < kBatch; ++n) {
+    EXPECT_EQ(labels.i32()[n], test->labels[n]) << "label of test image " << n;
+  }
+}
+
+}  // namespace
+}  // namespace kiln
