@@ -245,9 +245,15 @@ void ExpectGradientsMatchFiniteDifferences(const Model& model, const std::string
       CompiledModel::Compile(model, check.scheduler);
   ASSERT_TRUE(compiled.ok()) << compiled.status();
   Inputs inputs = RandomInputs(model, check);
-  const Gradients gradients = (*compiled)->Backward(inputs);
-
-  const float loss = (*compiled)->Loss(inputs);
+  Gradients gradients;
+  float loss = 0;
+  try {
+    gradients = (*compiled)->Backward(inputs);
+    loss = (*compiled)->Loss(inputs);
+  } catch (const Halide::Error& e) {
+    FAIL() << op << " (" << SchedulerName(check.scheduler) << " schedule): running model '"
+           << model.name << "' failed: " << e.what();
+  }
   EXPECT_NEAR(gradients.loss, loss, 1e-6 * std::abs(loss))
       << op << ": the training pipeline's loss differs from the loss pipeline's";
 
@@ -322,6 +328,30 @@ TEST(Conv2dGradient, Kernel1NoBias) {
 TEST(Conv2dGradient, SingleOutput) {
   ModelBuilder net("conv_1x1_out", ModelOptions{1});
   Tensor x = net.input(3, 4, 5);
+  x = net.conv2d("conv", x, 8, 5, /*stride=*/3, /*padding=*/1);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+}
+
+TEST(Conv2dGradient, SingleOutputWide) {
+  ModelBuilder net("conv_1x1_out", ModelOptions{1});
+  Tensor x = net.input(3, 4, 5);
+  x = net.conv2d("conv", x, 16, 5, /*stride=*/3, /*padding=*/1);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+}
+
+TEST(Conv2dGradient, SingleOutputOddChannels) {
+  ModelBuilder net("conv_1x1_out", ModelOptions{1});
+  Tensor x = net.input(3, 4, 5);
   x = net.conv2d("conv", x, 6, 5, /*stride=*/3, /*padding=*/1);
   x = net.flatten(x);
   x = net.dense("fc", x, 5);
@@ -329,6 +359,258 @@ TEST(Conv2dGradient, SingleOutput) {
   absl::StatusOr<Model> model = std::move(net).build();
   ASSERT_TRUE(model.ok()) << model.status();
   ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+}
+
+
+// ---- relu ------------------------------------------------------------------------------------
+// relu reads the images, which lie at least 0.1 from zero, so v ± ε never crosses its kink at 0.
+
+TEST(ReluGradient, Image) {
+  ModelBuilder net("relu_image", ModelOptions{1});
+  Tensor x = net.input(3, 5, 7);
+  x = net.relu(x);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.images = Images::kAwayFromZero;
+  ExpectGradientsMatchFiniteDifferences(*model, "relu", check);
+}
+
+TEST(ReluGradient, Flat) {
+  ModelBuilder net("relu_flat", ModelOptions{1});
+  Tensor x = net.input(3, 5, 7);
+  x = net.flatten(x);
+  x = net.relu(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.images = Images::kAwayFromZero;
+  ExpectGradientsMatchFiniteDifferences(*model, "relu", check);
+}
+
+// ---- max_pool2d ------------------------------------------------------------------------------
+// The pool reads the images, whose values are distinct and 4ε apart, so v ± ε never changes which
+// element of a window is its maximum and no window has a tie.
+
+// On a 5×7 input the last row and column lie outside every window: their gradient is zero.
+TEST(MaxPool2dGradient, Kernel2Stride2) {
+  ModelBuilder net("pool_k2_s2", ModelOptions{1});
+  Tensor x = net.input(3, 5, 7);
+  x = net.max_pool2d(x, 2, 2);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.images = Images::kDistinct;
+  ExpectGradientsMatchFiniteDifferences(*model, "max_pool2d", check);
+}
+
+// Overlapping windows: an element that is the maximum of two windows receives both gradients.
+TEST(MaxPool2dGradient, Kernel3Stride2) {
+  ModelBuilder net("pool_k3_s2", ModelOptions{2});
+  Tensor x = net.input(3, 5, 7);
+  x = net.max_pool2d(x, 3, 2);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.batch = 2;
+  check.images = Images::kDistinct;
+  ExpectGradientsMatchFiniteDifferences(*model, "max_pool2d", check);
+}
+
+// ---- flatten ---------------------------------------------------------------------------------
+
+// C×H×W > 1 takes the div/mod path, whose index the autodiff cannot invert.
+TEST(FlattenGradient, Image) {
+  ModelBuilder net("flatten_image", ModelOptions{1});
+  Tensor x = net.input(3, 5, 7);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "flatten", {});
+}
+
+TEST(FlattenGradient, ChannelsOnly) {
+  ModelBuilder net("flatten_channels", ModelOptions{1});
+  Tensor x = net.input(6, 1, 1);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "flatten", {});
+}
+
+// ---- dense -----------------------------------------------------------------------------------
+// Two dense layers, so the first one's input gradient and the second's weight gradient both come
+// from a dense adjoint.
+
+TEST(DenseGradient, Bias) {
+  ModelBuilder net("dense_bias", ModelOptions{3});
+  Tensor x = net.input(3, 5, 7);
+  x = net.flatten(x);
+  x = net.dense("fc1", x, 9);
+  x = net.dense("fc2", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.batch = 3;
+  ExpectGradientsMatchFiniteDifferences(*model, "dense", check);
+}
+
+TEST(DenseGradient, NoBias) {
+  ModelBuilder net("dense_no_bias", ModelOptions{1});
+  Tensor x = net.input(3, 5, 7);
+  x = net.flatten(x);
+  x = net.dense("fc1", x, 9, /*bias=*/false);
+  x = net.dense("fc2", x, 5, /*bias=*/false);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExpectGradientsMatchFiniteDifferences(*model, "dense", {});
+}
+
+// ---- cross_entropy_loss ----------------------------------------------------------------------
+// The images are the logits: input {C, 1, 1} → flatten → loss, with no parameters.
+
+TEST(CrossEntropyGradient, Batch3) {
+  ModelBuilder net("cross_entropy", ModelOptions{3});
+  Tensor x = net.input(7, 1, 1);
+  x = net.flatten(x);
+  net.cross_entropy_loss(x, 7);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.batch = 3;
+  check.image_scale = 3;
+  ExpectGradientsMatchFiniteDifferences(*model, "cross_entropy", check);
+}
+
+// Logits up to ±90: exp(90) overflows float32, so this passes only if the loss subtracts the
+// maximum logit before exp. The loss is then of order 100 and its round-off of order 1e-5, so a
+// larger ε keeps the finite differences' round-off small; softmax is nearly piecewise linear here.
+TEST(CrossEntropyGradient, LargeLogits) {
+  ModelBuilder net("cross_entropy_large", ModelOptions{1});
+  Tensor x = net.input(7, 1, 1);
+  x = net.flatten(x);
+  net.cross_entropy_loss(x, 7);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.image_scale = 90;
+  check.eps = 0.1f;
+  ExpectGradientsMatchFiniteDifferences(*model, "cross_entropy", check);
+}
+
+// ---- schedules -------------------------------------------------------------------------------
+// The Li2018 autoscheduler must not change the gradients. A pool on the images feeds a padded
+// conv, so the pool's adjoint reads the conv's input gradient; distinct images keep the pool free
+// of ties and switches (see max_pool2d above), and everything after it is linear.
+
+absl::StatusOr<Model> PoolConvModel() {
+  ModelBuilder net("pool_conv", ModelOptions{2});
+  Tensor x = net.input(3, 7, 9);
+  x = net.max_pool2d(x, 3, 2);
+  x = net.conv2d("conv", x, 4, 2, /*stride=*/1, /*padding=*/1);
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  return std::move(net).build();
+}
+
+TEST(PoolConvGradient, Manual) {
+  absl::StatusOr<Model> model = PoolConvModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.batch = 2;
+  check.images = Images::kDistinct;
+  ExpectGradientsMatchFiniteDifferences(*model, "pool+conv", check);
+}
+
+TEST(PoolConvGradient, Li2018) {
+  absl::StatusOr<Model> model = PoolConvModel();
+  ASSERT_TRUE(model.ok()) << model.status();
+  GradientCheck check;
+  check.batch = 2;
+  check.images = Images::kDistinct;
+  check.scheduler = Scheduler::kLi2018;
+  ExpectGradientsMatchFiniteDifferences(*model, "pool+conv", check);
+}
+
+// ||a − b||₂ / ||b||₂ of two buffers of the same shape.
+double RelativeDifference(const Halide::Buffer<float>& a, const Halide::Buffer<float>& b) {
+  double difference_squares = 0, b_squares = 0;
+  for (size_t i = 0; i < b.number_of_elements(); ++i) {
+    const double difference = static_cast<double>(a.data()[i]) - b.data()[i];
+    difference_squares += difference * difference;
+    b_squares += static_cast<double>(b.data()[i]) * b.data()[i];
+  }
+  return std::sqrt(difference_squares) / std::max(std::sqrt(b_squares), 1e-30);
+}
+
+// The manual schedule and Li2018 on a LeNet-like model compute the same loss and gradients, up to
+// the float32 rounding of different summation orders.
+TEST(ScheduleGradient, Li2018MatchesManualOnLenet) {
+  constexpr double kMaxDifference = 1e-5;
+  ModelBuilder net("small_lenet", ModelOptions{3});
+  Tensor x = net.input(1, 12, 12);
+  x = net.conv2d("conv1", x, 4, 3, /*stride=*/1, /*padding=*/1);
+  x = net.relu(x);
+  x = net.max_pool2d(x, 2);
+  x = net.conv2d("conv2", x, 6, 3);
+  x = net.relu(x);
+  x = net.max_pool2d(x, 2);
+  x = net.flatten(x);
+  x = net.dense("fc1", x, 10);
+  x = net.relu(x);
+  x = net.dense("fc2", x, 5);
+  net.cross_entropy_loss(x, 5);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_TRUE(model.ok()) << model.status();
+
+  absl::StatusOr<std::unique_ptr<CompiledModel>> manual =
+      CompiledModel::Compile(*model, Scheduler::kManual);
+  ASSERT_TRUE(manual.ok()) << manual.status();
+  absl::StatusOr<std::unique_ptr<CompiledModel>> li2018 =
+      CompiledModel::Compile(*model, Scheduler::kLi2018);
+  ASSERT_TRUE(li2018.ok()) << li2018.status();
+
+  GradientCheck check;
+  check.batch = 3;
+  Inputs inputs = RandomInputs(*model, check);
+  Gradients expected, actual;
+  try {
+    expected = (*manual)->Backward(inputs);
+    actual = (*li2018)->Backward(inputs);
+  } catch (const Halide::Error& e) {
+    FAIL() << "running model '" << model->name << "' failed: " << e.what();
+  }
+
+  EXPECT_NEAR(actual.loss, expected.loss, kMaxDifference * std::abs(expected.loss))
+      << "the loss differs between the li2018 and manual schedules";
+  for (size_t i = 0; i < model->params.size(); ++i) {
+    const double difference = RelativeDifference(actual.params[i], expected.params[i]);
+    EXPECT_LE(difference, kMaxDifference)
+        << "gradient of " << model->params[i].name << " differs between the li2018 and manual "
+        << "schedules by relative L2 error " << difference;
+  }
+  const double difference = RelativeDifference(actual.images, expected.images);
+  EXPECT_LE(difference, kMaxDifference)
+      << "gradient of the images differs between the li2018 and manual schedules by relative L2 "
+      << "error " << difference;
 }
 
 }  // namespace

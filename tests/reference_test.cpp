@@ -33,7 +33,9 @@ namespace {
 constexpr char kFileName[] = "lenet5_step.safetensors";
 constexpr int kBatch = 8;
 constexpr double kRelTol = 1e-4;
-constexpr double kAbsTol = 1e-6;
+constexpr double kAbsTol = 1e-7;
+constexpr double kStepUlps = 8;
+constexpr double kStepAbsTol = 1e-12;
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
@@ -49,65 +51,54 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
   return absl::StrCat(name, "[", absl::StrJoin(index, ", "), "]");
 }
 
-// The worst element of one comparison and of a whole group. `score` is |a − b| over the
-// tolerance, so an element fails above 1.
+// One element compared: Kiln's value, PyTorch's, and the absolute part of its tolerance.
+struct Element {
+  double kiln = 0, torch = 0, floor = 0;
+};
+
+// The worst element of one comparison or of a whole group. `score` is |kiln − torch| over the
+// element's tolerance, so an element fails above 1.
 struct Worst {
   double score = 0;
-  double rel = 0;  // Largest |a − b| / |b| over elements with |b| ≥ 1e-3.
+  double rel = 0;  // Largest |kiln − torch| / |torch| over elements with |torch| ≥ 1e-3.
   std::string where;
-  float kiln = 0, torch = 0;
+  Element element;
   int64_t failures = 0;
   int64_t compared = 0;
 
-  void Merge(const Worst& other) {
-    if (other.score >= score) {
-      where = other.where;
-      kiln = other.kiln;
-      torch = other.torch;
-      score = other.score;
+  void Add(const std::string& name, const std::vector<int64_t>& shape, int64_t index,
+           const Element& e) {
+    const double diff = std::fabs(e.kiln - e.torch);
+    const double score = diff / (kRelTol * std::fabs(e.torch) + e.floor);
+    ++compared;
+    // A NaN fails and is always the worst element.
+    if (!(score <= 1)) ++failures;
+    if (!(score <= this->score)) {
+      this->score = std::isnan(score) ? INFINITY : score;
+      where = ElementName(name, shape, index);
+      element = e;
     }
-    rel = std::max(rel, other.rel);
-    failures += other.failures;
-    compared += other.compared;
+    if (std::fabs(e.torch) >= 1e-3) rel = std::max(rel, diff / std::fabs(e.torch));
   }
 };
 
-// Compares `count` Kiln values with the same number of PyTorch values, element `i` named by
-// ElementName(name, shape, i).
-Worst Compare(const std::string& name, const std::vector<int64_t>& shape, const float* kiln,
-              const float* torch, int64_t count) {
-  Worst worst;
-  worst.compared = count;
-  for (int64_t i = 0; i < count; ++i) {
-    const double a = kiln[i], b = torch[i];
-    const double diff = std::fabs(a - b);
-    const double score = diff / (kRelTol * std::fabs(b) + kAbsTol);
-    // A NaN fails and is always the worst element.
-    if (!(score <= 1)) ++worst.failures;
-    if (!(score <= worst.score)) {
-      worst.score = std::isnan(score) ? INFINITY : score;
-      worst.where = ElementName(name, shape, i);
-      worst.kiln = kiln[i];
-      worst.torch = torch[i];
-    }
-    if (std::fabs(b) >= 1e-3) worst.rel = std::max(worst.rel, diff / std::fabs(b));
-  }
-  return worst;
-}
-
-::testing::AssertionResult Verdict(const std::string& group, const Worst& worst) {
+// `tolerance` describes the criterion for the failure message.
+::testing::AssertionResult Verdict(const std::string& group, const Worst& worst,
+                                   const std::string& tolerance) {
   // One line per group, for tracking how much headroom the tolerance leaves.
   std::cout << absl::StreamFormat(
                    "[ reference] %-8s %6d values, max rel err %.2e, worst %s at %.3f of tolerance\n",
                    group, worst.compared, worst.rel, worst.where, worst.score);
-  if (worst.failures == 0 && worst.compared > 0) return ::testing::AssertionSuccess();
   if (worst.compared == 0) return ::testing::AssertionFailure() << group << ": nothing compared";
+  if (worst.failures == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << absl::StreamFormat(
-             "%s: %d of %d values differ from PyTorch by more than %g·|torch| + %g; the worst is "
-             "%s: Kiln %.9g, PyTorch %.9g (%.1f times the tolerance)",
-             group, worst.failures, worst.compared, kRelTol, kAbsTol, worst.where, worst.kiln,
-             worst.torch, worst.score);
+             "%s: %d of %d values differ from PyTorch by more than %s; the worst is %s: Kiln "
+             "%.9g, PyTorch %.9g (%.1f times the tolerance)",
+             group, worst.failures, worst.compared, tolerance, worst.where, worst.element.kiln,
+             worst.element.torch, worst.score);
 }
+
+std::string ValueTolerance() { return absl::StrFormat("%g*|torch| + %g", kRelTol, kAbsTol); }
 
 // Reads a float from the file's metadata, so that the test uses the hyperparameters that made it.
 absl::StatusOr<float> MetadataFloat(const TensorFile& file, const std::string& key) {
@@ -137,7 +128,7 @@ int CountCorrect(const float* logits, const int32_t* labels, int batch, int clas
 struct KilnRun {
   std::vector<float> logits, logits2;
   BatchResult step1, step2;
-  std::vector<float> grads, grads2, after1, after2;
+  std::vector<float> initial, grads, grads2, after1, after2;
 };
 
 class Reference : public ::testing::Test {
@@ -179,7 +170,11 @@ class Reference : public ::testing::Test {
     for (const auto* value : {&lr, &momentum, &weight_decay}) {
       if (!value->ok()) return value->status();
     }
-    const SgdOptions sgd{*lr, *momentum, *weight_decay};
+    SgdOptions sgd{*lr, *momentum, *weight_decay};
+    const std::string perturb = std::getenv("PERTURB") ? std::getenv("PERTURB") : "";
+    if (perturb == "wd") sgd.weight_decay = 0;
+    if (perturb == "mom") sgd.momentum = 0;
+    if (perturb == "lr") sgd.lr *= 1.001f;
 
     Network net(*spec_);
     std::fill(net.velocity().begin(), net.velocity().end(), 0.0f);
@@ -187,6 +182,7 @@ class Reference : public ::testing::Test {
       const float* values = file_->tensors.at("param." + p.name).f32();
       std::copy(values, values + p.numel, net.params().begin() + p.offset);
     }
+    run_->initial = net.params();
     const float* images = file_->tensors.at("input").f32();
     const int32_t* labels = file_->tensors.at("labels").i32();
 
@@ -200,6 +196,9 @@ class Reference : public ::testing::Test {
       if (!result.ok()) return result.status();
       (step == 1 ? run_->step1 : run_->step2) = *result;
       (step == 1 ? run_->grads : run_->grads2) = net.grads();
+      if (perturb == "acc" && step == 2) for (size_t i = 0; i < run_->grads2.size(); ++i) run_->grads2[i] += run_->grads[i];
+      if (perturb == "g1" && step == 1) run_->grads[155] *= 1.0002f;
+      if (perturb == "g3" && step == 1) run_->grads[2572 + 400*60 + 7] *= 1.01f;
 
       absl::Status update = net.Update(sgd);
       if (!update.ok()) return update;
@@ -254,34 +253,86 @@ class Reference : public ::testing::Test {
         ". Regenerate it with tools/make_reference.py."));
   }
 
-  // Compares the flat Kiln array `kiln` (model offsets) with the tensors `<group>.<name>`,
-  // element by element, restricted to rows.<name> where the file has it.
+  // A part of one parameter that the file stores in a group: all of it, or one row of those
+  // listed in rows.<name>.
+  struct Segment {
+    std::string name;  // For messages, as "after1.conv3.weight[112]".
+    std::vector<int64_t> shape;
+    int64_t start = 0;   // Position of the part in the parameter, in elements.
+    int64_t stored = 0;  // Position of the part in the stored tensor, in elements.
+    int64_t count = 0;
+  };
+
+  static std::vector<Segment> Segments(const std::string& group, const ParamInfo& p) {
+    const std::string name = group + "." + p.name;
+    if (file_->tensors.at(name).shape == p.shape) return {{name, p.shape, 0, 0, p.numel}};
+    const TensorData& rows = file_->tensors.at("rows." + p.name);
+    const int64_t row_size = p.numel / p.shape[0];
+    std::vector<Segment> segments;
+    for (int64_t i = 0; i < rows.numel(); ++i) {
+      const int64_t row = rows.i32()[i];
+      segments.push_back({absl::StrCat(name, "[", row, "]"),
+                          std::vector<int64_t>(p.shape.begin() + 1, p.shape.end()),
+                          row * row_size, i * row_size, row_size});
+    }
+    return segments;
+  }
+
+  // PyTorch's values of `segment` in `<group>.<p.name>`, which holds it whole or cut to rows.
+  static const float* Stored(const std::string& group, const ParamInfo& p, const Segment& segment) {
+    const TensorData& tensor = file_->tensors.at(group + "." + p.name);
+    return tensor.f32() + (tensor.shape == p.shape ? segment.start : segment.stored);
+  }
+
+  // Compares the flat Kiln array `kiln` (model offsets) with the tensors `<group>.<name>`.
   static ::testing::AssertionResult ParamsMatch(const std::string& group,
                                                 const std::vector<float>& kiln) {
     Worst worst;
     for (const ParamInfo& p : spec_->params) {
-      const std::string name = group + "." + p.name;
-      const TensorData& torch = file_->tensors.at(name);
-      auto rows = file_->tensors.find("rows." + p.name);
-      if (torch.shape == p.shape) {
-        worst.Merge(Compare(name, p.shape, kiln.data() + p.offset, torch.f32(), p.numel));
-        continue;
-      }
-      const int64_t row_size = p.numel / p.shape[0];
-      for (int64_t i = 0; i < torch.shape[0]; ++i) {
-        const int64_t row = rows->second.i32()[i];
-        std::vector<int64_t> row_shape(p.shape.begin() + 1, p.shape.end());
-        worst.Merge(Compare(absl::StrCat(name, "[", row, "]"), row_shape,
-                            kiln.data() + p.offset + row * row_size, torch.f32() + i * row_size,
-                            row_size));
+      for (const Segment& s : Segments(group, p)) {
+        const float* torch = Stored(group, p, s);
+        for (int64_t i = 0; i < s.count; ++i) {
+          worst.Add(s.name, s.shape, i, {kiln[p.offset + s.start + i], torch[i], kAbsTol});
+        }
       }
     }
-    return Verdict(group, worst);
+    return Verdict(group, worst, ValueTolerance());
+  }
+
+  // Compares the SGD step that Kiln took, kiln_after − kiln_before, with PyTorch's,
+  // <after>.<name> − <before>.<name>. A step is about lr·|grad|, far smaller than the parameter,
+  // so this sees what ParamsMatch cannot: weight decay alone changes a parameter by
+  // lr·weight_decay = 5e-5 of itself. Both sides round the new parameter to float32, so the
+  // tolerance has an absolute part of kStepUlps float32 units in the last place of the parameter.
+  static ::testing::AssertionResult StepsMatch(const std::string& before, const std::string& after,
+                                               const std::vector<float>& kiln_before,
+                                               const std::vector<float>& kiln_after) {
+    Worst worst;
+    for (const ParamInfo& p : spec_->params) {
+      for (const Segment& s : Segments(after, p)) {
+        const float* torch_before = Stored(before, p, s);
+        const float* torch_after = Stored(after, p, s);
+        for (int64_t i = 0; i < s.count; ++i) {
+          const int64_t k = p.offset + s.start + i;
+          const double floor = kStepUlps * 0x1p-24 * std::fabs(torch_before[i]) + kStepAbsTol;
+          worst.Add(s.name, s.shape, i,
+                    {double{kiln_after[k]} - kiln_before[k],
+                     double{torch_after[i]} - torch_before[i], floor});
+        }
+      }
+    }
+    return Verdict(absl::StrCat(after, " - ", before), worst,
+                   absl::StrFormat("%g*|torch step| + %g*2^-24*|parameter| + %g", kRelTol,
+                                   kStepUlps, kStepAbsTol));
   }
 
   static ::testing::AssertionResult TensorMatches(const std::string& name, const float* kiln) {
     const TensorData& torch = file_->tensors.at(name);
-    return Verdict(name, Compare(name, torch.shape, kiln, torch.f32(), torch.numel()));
+    Worst worst;
+    for (int64_t i = 0; i < torch.numel(); ++i) {
+      worst.Add(name, torch.shape, i, {kiln[i], torch.f32()[i], kAbsTol});
+    }
+    return Verdict(name, worst, ValueTolerance());
   }
 
   static int TorchCorrect(const std::string& logits) {
@@ -315,6 +366,10 @@ TEST_F(Reference, Grads) { EXPECT_TRUE(ParamsMatch("grad", run_->grads)); }
 
 TEST_F(Reference, After1) { EXPECT_TRUE(ParamsMatch("after1", run_->after1)); }
 
+TEST_F(Reference, Step1) {
+  EXPECT_TRUE(StepsMatch("param", "after1", run_->initial, run_->after1));
+}
+
 TEST_F(Reference, Logits2) { EXPECT_TRUE(TensorMatches("logits2", run_->logits2.data())); }
 
 TEST_F(Reference, Loss2) { EXPECT_TRUE(TensorMatches("loss2", &run_->step2.loss)); }
@@ -327,6 +382,10 @@ TEST_F(Reference, Correct2) {
 TEST_F(Reference, Grads2) { EXPECT_TRUE(ParamsMatch("grad2", run_->grads2)); }
 
 TEST_F(Reference, After2) { EXPECT_TRUE(ParamsMatch("after2", run_->after2)); }
+
+TEST_F(Reference, Step2) {
+  EXPECT_TRUE(StepsMatch("after1", "after2", run_->after1, run_->after2));
+}
 
 // The stored batch is what Kiln's own reader gives for the first test images, so the reference
 // and a Kiln training run see the same pixels.
