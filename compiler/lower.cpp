@@ -18,8 +18,11 @@ LoweredNetwork LowerLayers(const Model& model) {
   LoweredNetwork net;
   const Layer& input_layer = model.input_layer();
   net.images = Halide::ImageParam(Halide::Float(32), 4, "images");
+  // The clamp on n lets schedules compute whole vectors of samples past a partial last batch:
+  // those lanes repeat the last sample and never reach an output.
   net.input = Halide::Func("input");
-  net.input(v.x, v.y, v.c, v.n) = net.images(v.x, v.y, v.c, v.n);
+  net.input(v.x, v.y, v.c, v.n) =
+      net.images(v.x, v.y, v.c, Halide::clamp(v.n, 0, net.images.dim(3).extent() - 1));
 
   // Fixed extents let bounds inference and the schedules rely on exact sizes. The batch stays
   // free, so one function serves full batches and the last partial one.
@@ -100,7 +103,7 @@ LoweredNetwork LowerTraining(const Model& model) {
   net.labels = Halide::ImageParam(Halide::Int(32), 1, "labels");
   net.labels.dim(0).set_min(0).set_estimate(0, model.batch_size);
   Halide::Func labels("label");
-  labels(ops::vars().n) = net.labels(ops::vars().n);
+  labels(ops::vars().n) = net.labels(Halide::clamp(ops::vars().n, 0, net.labels.dim(0).extent() - 1));
 
   net.loss = ops::CrossEntropyLoss(model.loss_layer().num_classes, net.images.dim(3).extent(),
                                    net.logits, labels);

@@ -4,18 +4,18 @@
 tests/reference_test.cpp loads the file, runs the same two steps through Kiln's compiled
 LeNet-5 and compares every value.
 
-Run from the repository root with a Python that has torch (on Debian 12, /usr/bin/python3 with
-the python3-torch package):
+Run with a Python that has torch (on Debian 12, /usr/bin/python3 with the python3-torch
+package):
 
     /usr/bin/python3 tools/make_reference.py
     /usr/bin/python3 tools/make_reference.py --data /usr/share/datasets/fashion-mnist \
         --out tests/data/lenet5_step.safetensors
 
-The script needs only torch and numpy. It uses the `safetensors` package when that is
-installed, and otherwise writes the format itself. Two runs with the same torch version write
-the same bytes.
+The script needs only torch and numpy, and writes the safetensors format itself. When the
+`safetensors` package is installed, it reads the file back with it as a check. Two runs with the
+same torch version write the same bytes.
 
-What the file holds (all F32 except `labels` and `rows.*`, which are I32):
+What the file contains (all F32 except `labels` and `rows.*`, which are I32):
     input [8, 1, 28, 28]     the first 8 Fashion-MNIST test images, bytes / 255
     labels [8]               their labels
     param.<name>             the initial parameters (PyTorch default init, torch.manual_seed(0))
@@ -25,19 +25,17 @@ What the file holds (all F32 except `labels` and `rows.*`, which are I32):
     logits2, loss2, grad2.<name>   the same at the parameters after step 1
     after2.<name>            parameters after the second step (momentum now nonzero)
 
-Steps 2 and 3 of each name hold every element except for the two largest weights,
-conv3.weight and fc1.weight: in grad2.*, after1.* and after2.* they keep only the rows (output
-channels or features) listed in rows.<name>, the first and last 8, so that the file stays under
-1 MB. The shape of such a tensor is the parameter's shape with the first dimension cut to the
-number of rows. param.* and grad.* are always complete.
+param.* and grad.* are complete. grad2.*, after1.* and after2.* are complete too, except for the
+two largest weights, conv3.weight and fc1.weight: there they keep only the rows (output channels
+or features) listed in rows.<name>, the first 8 and the last 8, so that the file stays under
+1 MB. Such a tensor has the parameter's shape with the first dimension cut to the number of rows.
 
 The arithmetic runs in float64 on the float32 initial parameters and images, and the results are
-rounded to float32 when written, so the stored values carry no float32 rounding error of their
-own: a difference from Kiln is Kiln's.
+rounded to float32 only when written. So the stored values are correct to float32 precision, and
+a larger difference from Kiln is Kiln's error, not PyTorch's.
 """
 
 import argparse
-import collections
 import gzip
 import json
 import os
@@ -54,8 +52,8 @@ SEED = 0
 LR = 0.1
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
-# Parameters larger than this keep only KEPT_ROWS leading and trailing rows in the step-2 and
-# update groups.
+# Parameters with more elements than this keep only their first and last KEPT_ROWS rows in grad2.*,
+# after1.* and after2.*.
 MAX_FULL_NUMEL = 4096
 KEPT_ROWS = 8
 
@@ -100,30 +98,31 @@ def load_test_batch(data_dir):
 
 
 def kept_rows(param):
-    """Rows of `param` stored in the step-2 and update groups, or None for all of them."""
+    """Returns the rows of `param` stored in grad2.*, after1.* and after2.*, or None for all."""
     if param.numel() <= MAX_FULL_NUMEL:
         return None
     n = param.shape[0]
     return list(range(KEPT_ROWS)) + list(range(n - KEPT_ROWS, n))
 
 
-def train_step(model, optimizer, x, y, prefix, tensors):
-    """One forward, backward and SGD step; stores logits, loss and gradients under `prefix`."""
+def train_step(model, optimizer, x, y, suffix, tensors):
+    """Runs one forward, backward and SGD step and stores logits<suffix>, loss<suffix> and the
+    gradients grad<suffix>.<name>. Returns the number of samples whose top logit is the label."""
     optimizer.zero_grad()
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
-    step = "" if prefix == "grad" else "2"
-    tensors["logits" + step] = logits.detach()
-    tensors["loss" + step] = loss.detach()
+    tensors["logits" + suffix] = logits.detach()
+    tensors["loss" + suffix] = loss.detach()
     for name, p in model.named_parameters():
-        tensors[f"{prefix}.{name}"] = p.grad.detach().clone()
+        tensors[f"grad{suffix}.{name}"] = p.grad.detach().clone()
     optimizer.step()
     return logits.argmax(1).eq(y).sum().item()
 
 
 def to_numpy(name, value, rows):
-    """The stored form of one tensor: float32, cut to `rows` for the reduced groups."""
+    """Returns the stored form of one tensor: float32, and cut to `rows` in grad2, after1 and
+    after2."""
     group, _, param = name.partition(".")
     value = value.numpy()
     if group in ("grad2", "after1", "after2") and rows.get(param) is not None:
@@ -133,21 +132,11 @@ def to_numpy(name, value, rows):
 
 
 def write_safetensors(path, arrays, metadata):
-    """Writes `arrays` (name -> float32 or int32 numpy array) in the safetensors format."""
-    try:
-        from safetensors.numpy import save_file
-    except ImportError:
-        save_file = None
-    tmp = path + ".tmp"
-    if save_file is not None:
-        save_file(arrays, tmp, metadata=metadata)
-        os.replace(tmp, path)
-        return
-
-    # The format: u64 little-endian header size, JSON header padded with spaces to a multiple
-    # of 8, then each tensor's little-endian bytes in header order, without gaps.
+    """Writes `arrays` (name -> float32 or int32 numpy array) and `metadata` in the safetensors
+    format: a u64 little-endian header size, a JSON header padded with spaces to a multiple of 8,
+    then the tensors' little-endian bytes in header order, without gaps."""
     dtypes = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
-    header = collections.OrderedDict([("__metadata__", metadata)])
+    header = {"__metadata__": metadata}
     offset = 0
     for name in sorted(arrays):
         a = arrays[name]
@@ -156,6 +145,8 @@ def write_safetensors(path, arrays, metadata):
         offset += a.nbytes
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
+
+    tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
@@ -164,11 +155,34 @@ def write_safetensors(path, arrays, metadata):
     os.replace(tmp, path)
 
 
+def check_with_package(path, arrays, metadata):
+    """Reads `path` back with the safetensors package, when it is installed, and exits with a
+    message unless it returns `arrays` and `metadata` unchanged."""
+    # The package does not write the file: its save_file (version 0.8.0) puts the metadata in hash
+    # order, which changes from run to run, so two runs would write different bytes.
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        return "not installed, file not checked"
+    with safe_open(path, "np") as f:
+        names = set(f.keys())
+        if names != set(arrays) or f.metadata() != metadata:
+            sys.exit(f"{path}: the safetensors package reads other names or metadata than written")
+        for name in names:
+            value = f.get_tensor(name)
+            if value.dtype != arrays[name].dtype or not np.array_equal(value, arrays[name]):
+                sys.exit(f"{path}: the safetensors package reads {name} differently than written")
+    return "file checked"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                         help="directory with the gzip-compressed Fashion-MNIST IDX files")
-    parser.add_argument("--out", default="tests/data/lenet5_step.safetensors")
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parser.add_argument("--out",
+                        default=os.path.join(repository, "tests", "data", "lenet5_step.safetensors"),
+                        help="file to write (default: tests/data/lenet5_step.safetensors)")
     args = parser.parse_args()
 
     torch.manual_seed(SEED)
@@ -186,9 +200,9 @@ def main():
 
     tensors = {"input": torch.from_numpy(images)}
     tensors.update({f"param.{name}": p for name, p in initial.items()})
-    correct1 = train_step(model, optimizer, x, y, "grad", tensors)
+    correct1 = train_step(model, optimizer, x, y, "", tensors)
     tensors.update({f"after1.{name}": p.detach().clone() for name, p in model.named_parameters()})
-    correct2 = train_step(model, optimizer, x, y, "grad2", tensors)
+    correct2 = train_step(model, optimizer, x, y, "2", tensors)
     tensors.update({f"after2.{name}": p.detach().clone() for name, p in model.named_parameters()})
 
     arrays = {name: to_numpy(name, value, rows) for name, value in tensors.items()}
@@ -212,9 +226,10 @@ def main():
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_safetensors(args.out, arrays, metadata)
+    checked = check_with_package(args.out, arrays, metadata)
     print(f"wrote {args.out}: {len(arrays)} tensors, {os.path.getsize(args.out)} bytes, "
           f"loss {tensors['loss'].item():.6f} then {tensors['loss2'].item():.6f}, "
-          f"correct {correct1} then {correct2} of {BATCH}")
+          f"correct {correct1} then {correct2} of {BATCH}; safetensors package: {checked}")
 
 
 if __name__ == "__main__":
