@@ -117,7 +117,7 @@ absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOpt
   std::error_code error;
   std::filesystem::create_directories(options.output_dir, error);
   if (error) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot create output directory '",
+    return absl::PermissionDeniedError(absl::StrCat("failed to create output directory '",
                                                     options.output_dir, "': ", error.message()));
   }
   CodegenReport report;
@@ -151,11 +151,11 @@ absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOpt
   {
     std::ofstream file(temporary, std::ios::trunc);
     file << DescriptionSource(model, options, target->to_string());
-    if (!file) return absl::DataLossError(absl::StrCat("cannot write '", temporary, "'"));
+    if (!file) return absl::DataLossError(absl::StrCat("failed to write '", temporary, "'"));
   }
   std::filesystem::rename(temporary, path, error);
   if (error) {
-    return absl::DataLossError(absl::StrCat("cannot rename '", temporary, "' to '", path, "': ", error.message()));
+    return absl::DataLossError(absl::StrCat("failed to rename '", temporary, "' to '", path, "': ", error.message()));
   }
   return report;
 }
@@ -167,7 +167,7 @@ absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::st
   std::error_code error;
   if (!directory.empty()) std::filesystem::create_directories(directory, error);
   if (error) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot create output directory '",
+    return absl::PermissionDeniedError(absl::StrCat("failed to create output directory '",
                                                     directory.string(), "': ", error.message()));
   }
   try {

@@ -49,7 +49,7 @@ absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
       try {
         Halide::load_plugin(path);
       } catch (const std::exception& e) {
-        return absl::NotFoundError(absl::StrCat("cannot load the ", name, " autoscheduler from '",
+        return absl::NotFoundError(absl::StrCat("failed to load the ", name, " autoscheduler from '",
                                                 path, "': ", e.what(),
                                                 "; install libhalide14-0-dev"));
       }
