@@ -24,6 +24,17 @@ FIGURES = [
 ]
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_json(command):
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -79,12 +90,12 @@ def main():
           f"Kiln schedule {kiln_runs[0]['schedule']}; peer {torch_runs[0]['peer'] if with_torch else 'none'}")
     print(f"{'figure':<32} {'Kiln':>12} {'PyTorch':>12} {'Kiln speedup':>13}")
     for row in rows:
-        torch_text = f"{row['pytorch']:12.4g}" if with_torch else f"{'-':>12}"
+        torch_text = f"{row['pytorch']:12.4f}" if with_torch else f"{'-':>12}"
         speedup = f"{row['speedup']:12.2f}x" if with_torch else f"{'-':>13}"
-        print(f"{row['figure']:<32} {row['kiln']:12.4g} {torch_text} {speedup}")
+        print(f"{row['figure']:<32} {row['kiln']:12.4f} {torch_text} {speedup}")
 
     if args.json:
-        record = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        record = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
                   "cpus": os.cpu_count(), "model": args.model, "batch": args.batch, "threads": args.threads,
                   "rounds": args.rounds, "schedule": kiln_runs[0]["schedule"],
                   "peer": torch_runs[0]["peer"] if with_torch else None, "rows": rows}

@@ -14,7 +14,7 @@ namespace {
 absl::StatusOr<Halide::Target> ParseTarget(const std::string& target) {
   Halide::Target parsed;
   if (target == "host") {
-    parsed = Halide::get_host_target();
+    parsed = HostTarget();
   } else if (Halide::Target::validate_target_string(target)) {
     parsed = Halide::Target(target);
   } else {
@@ -110,6 +110,16 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
 }
 
 }  // namespace
+
+Halide::Target HostTarget() {
+  Halide::Target target = Halide::get_host_target();
+#if defined(__x86_64__) || defined(__i386__)
+  if (!__builtin_cpu_supports("avxvnni")) {
+    target = target.without_feature(Halide::Target::AVX512_SapphireRapids);
+  }
+#endif
+  return target;
+}
 
 absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOptions& options) {
   absl::StatusOr<Halide::Target> target = ParseTarget(options.target);

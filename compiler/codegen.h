@@ -40,6 +40,11 @@ struct CodegenReport {
   std::vector<ArtifactTiming> timings;
 };
 
+/// Returns the Halide target of this machine. Halide 14 reports AMD Zen 4 CPUs, which have
+/// AVX512-VNNI but not AVX-VNNI, as Sapphire Rapids and then emits VEX-encoded VNNI instructions
+/// that fault (SIGILL) there; this drops that feature on CPUs without AVX-VNNI.
+Halide::Target HostTarget();
+
 /// Writes into options.output_dir: <name>_{forward,backward,update}.{a,h} and <name>_model.cpp,
 /// which defines and registers the model's kiln::CompiledModel.
 absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOptions& options);

@@ -128,6 +128,11 @@ LoweredNetwork LowerTraining(const Model& model) {
   const ops::Vars& v = ops::vars();
   net.input_grad = Halide::Func("images_grad");
   net.input_grad(v.x, v.y, v.c, v.n) = d(net.input)(v.x, v.y, v.c, v.n);
+  const std::vector<int64_t>& shape = model.input_layer().output_shape;  // {C, H, W}
+  net.input_grad.set_estimates({{0, static_cast<int>(shape[2])},
+                                {0, static_cast<int>(shape[1])},
+                                {0, static_cast<int>(shape[0])},
+                                {0, model.batch_size}});
   return net;
 }
 

@@ -1,16 +1,19 @@
 // Gradients of every op against central finite differences of the compiled loss.
 //
-// Each test builds a small model around one op (usually input → op → flatten → dense → loss) and
-// JIT-compiles it twice, from two separate lowerings: the loss alone, and the loss with the
-// gradient of every parameter and of the input images. Every gradient element g is compared with
-// (L(v + ε) − L(v − ε)) / 2ε, where L is the compiled float32 loss and v the element.
+// Each test builds a small model around one op, mostly input → op → flatten → dense → loss. It
+// JIT-compiles the model twice, from separate lowerings: once for the loss alone, and once for the
+// loss with the gradient of every parameter and of the input images. Each gradient tensor g is
+// compared with fd = (L(v + ε) − L(v − ε)) / 2ε per element v, where L is the compiled float32 loss.
 //
-// Criterion: per tensor, ||g − fd||₂ / ||fd||₂ ≤ 1e-3. A per-element bound would measure float32
-// round-off, not the gradient: the loss carries about 1e-7 of absolute error, so fd of an element
-// whose gradient is near zero has an error of order 1e-7 / ε however right g is.
+// Criterion: per tensor, ||g − fd||₂ / ||fd||₂ ≤ 1e-3 and max |g − fd| / max |fd| ≤ 1e-3. Both are
+// relative to the whole tensor, because a per-element bound would measure float32 round-off
+// rather than the gradient. The loss carries round-off of order 1e-7, so the fd of every element
+// is off by about 1e-7 / ε, which is large next to the gradient of an element near zero.
+// The default ε = 3e-2 balances round-off against truncation (of order ε² times the third
+// derivative). In these tests it kept both relative errors below 2e-4 for every tensor. At
+// ε = 1e-2 the input gradients reached 4.5e-4, almost all of it round-off (measured on an AMD EPYC).
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -25,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "compiler/codegen.h"
 #include "compiler/lower.h"
 #include "compiler/model.h"
 #include "compiler/schedule/schedule.h"
@@ -39,14 +43,15 @@ constexpr double kMaxRelativeError = 1e-3;
 enum class Images {
   kUniform,       // Uniform in [-1, 1].
   kAwayFromZero,  // Magnitude uniform in [0.1, 1], random sign.
-  kDistinct,      // Per sample, a shuffled ladder of distinct values 4ε apart, centered on 0.
+  kDistinct,      // Per channel of each sample, a shuffle of distinct values 3ε apart around 0.
 };
 
+// The settings of one finite-difference check.
 struct GradientCheck {
   int batch = 1;
   Images images = Images::kUniform;
-  float image_scale = 1;  // Multiplies every image value.
-  float eps = 1e-2f;      // Finite-difference step.
+  float image_scale = 1;  // Multiplies the kUniform and kAwayFromZero image values.
+  float eps = 3e-2f;      // Finite-difference step.
   Scheduler scheduler = Scheduler::kManual;
   uint32_t seed = 1;
 };
@@ -74,23 +79,24 @@ Inputs RandomInputs(const Model& model, const GradientCheck& check) {
   std::mt19937 rng(check.seed);
   std::uniform_real_distribution<float> uniform(-1, 1);
   const std::vector<int64_t>& shape = model.input_layer().output_shape;  // {C, H, W}
-  const int sample_size = static_cast<int>(shape[0] * shape[1] * shape[2]);
+  const int plane_size = static_cast<int>(shape[1] * shape[2]);
+  const int planes = static_cast<int>(shape[0]) * check.batch;
 
   Inputs inputs;
   inputs.images = Halide::Buffer<float>(static_cast<int>(shape[2]), static_cast<int>(shape[1]),
                                         static_cast<int>(shape[0]), check.batch);
-  float* image = inputs.images.data();
-  for (int n = 0; n < check.batch; ++n, image += sample_size) {
+  for (int plane = 0; plane < planes; ++plane) {
+    float* image = inputs.images.data() + static_cast<size_t>(plane) * plane_size;
     if (check.images == Images::kDistinct) {
-      std::vector<int> rank(sample_size);
+      std::vector<int> rank(plane_size);
       std::iota(rank.begin(), rank.end(), 0);
       std::shuffle(rank.begin(), rank.end(), rng);
-      for (int i = 0; i < sample_size; ++i) {
-        image[i] = (rank[i] - (sample_size - 1) / 2.0f) * 4 * check.eps;
+      for (int i = 0; i < plane_size; ++i) {
+        image[i] = (rank[i] - (plane_size - 1) / 2.0f) * 3 * check.eps;
       }
       continue;
     }
-    for (int i = 0; i < sample_size; ++i) {
+    for (int i = 0; i < plane_size; ++i) {
       float value = uniform(rng);
       if (check.images == Images::kAwayFromZero) {
         value = std::copysign(0.1f + 0.9f * std::abs(value), value);
@@ -115,6 +121,10 @@ Inputs RandomInputs(const Model& model, const GradientCheck& check) {
   return inputs;
 }
 
+// The JIT target: this machine's, without the features Halide 14 wrongly assumes on AMD Zen 4
+// (see HostTarget). Unfixed, the Li2018 code of the pool_conv model below died of SIGILL there.
+Halide::Target JitTarget() { return HostTarget(); }
+
 // A model JIT-compiled from two lowerings, both scheduled by the scheduler under test: the loss
 // alone, evaluated many times for finite differences, and the loss with every gradient.
 class CompiledModel {
@@ -122,19 +132,19 @@ class CompiledModel {
   static absl::StatusOr<std::unique_ptr<CompiledModel>> Compile(const Model& model,
                                                                 Scheduler scheduler) {
     auto compiled = std::unique_ptr<CompiledModel>(new CompiledModel());
-    compiled->forward_ = LowerTraining(model);
-    compiled->training_ = LowerTraining(model);
-    LoweredNetwork& forward = compiled->forward_;
-    LoweredNetwork& training = compiled->training_;
+    compiled->loss_network_ = LowerTraining(model);
+    compiled->training_network_ = LowerTraining(model);
+    LoweredNetwork& loss_network = compiled->loss_network_;
+    LoweredNetwork& training = compiled->training_network_;
 
     std::vector<Halide::Func> outputs = {training.loss.loss};
     outputs.insert(outputs.end(), training.grads.begin(), training.grads.end());
     outputs.push_back(training.input_grad);
-    compiled->loss_pipeline_ = Halide::Pipeline(forward.loss.loss);
+    compiled->loss_pipeline_ = Halide::Pipeline(loss_network.loss.loss);
     compiled->training_pipeline_ = Halide::Pipeline(outputs);
 
     const Halide::Target& target = compiled->target_;
-    for (auto [net, pipeline] : {std::pair{&forward, &compiled->loss_pipeline_},
+    for (auto [net, pipeline] : {std::pair{&loss_network, &compiled->loss_pipeline_},
                                  std::pair{&training, &compiled->training_pipeline_}}) {
       absl::Status status = ScheduleTraining(model, *net, *pipeline, scheduler, target);
       if (!status.ok()) return status;
@@ -150,13 +160,13 @@ class CompiledModel {
   }
 
   float Loss(Inputs& inputs) {
-    Bind(forward_, inputs);
+    Bind(loss_network_, inputs);
     loss_pipeline_.realize(loss_, target_);
     return loss_();
   }
 
   Gradients Backward(Inputs& inputs) {
-    Bind(training_, inputs);
+    Bind(training_network_, inputs);
     Gradients gradients;
     Halide::Buffer<float> loss = Halide::Buffer<float>::make_scalar();
     std::vector<Halide::Buffer<>> outputs = {loss};
@@ -182,8 +192,8 @@ class CompiledModel {
     for (size_t i = 0; i < net.params.size(); ++i) net.params[i].set(inputs.params[i]);
   }
 
-  Halide::Target target_ = Halide::get_jit_target_from_environment();
-  LoweredNetwork forward_, training_;
+  Halide::Target target_ = JitTarget();
+  LoweredNetwork loss_network_, training_network_;
   Halide::Pipeline loss_pipeline_, training_pipeline_;
   Halide::Buffer<float> loss_ = Halide::Buffer<float>::make_scalar();
 };
@@ -211,28 +221,31 @@ std::vector<double> FiniteDifferences(CompiledModel& compiled, Inputs& inputs,
   return fd;
 }
 
-// ||g − fd||₂ / ||fd||₂ with the norms and the worst element, for the failure message.
+// The error of a gradient g against finite differences fd, in the L2 and the max norm. The max
+// norm is the stricter one for an error confined to a few elements (say, a border of the image).
 struct Comparison {
-  double relative_error = 0;
-  double fd_norm = 0;
-  size_t worst = 0;
-  double worst_difference = 0;
+  double l2_error = 0;   // ||g − fd||₂ / ||fd||₂
+  double max_error = 0;  // max |g − fd| / max |fd|
+  double fd_norm = 0;    // ||fd||₂
+  size_t worst = 0;      // Flat index of the largest |g − fd|.
 };
 
 Comparison Compare(const Halide::Buffer<float>& gradient, const std::vector<double>& fd) {
   Comparison c;
-  double difference_squares = 0, fd_squares = 0;
+  double difference_squares = 0, fd_squares = 0, max_difference = 0, max_fd = 0;
   for (size_t i = 0; i < fd.size(); ++i) {
-    const double difference = gradient.data()[i] - fd[i];
+    const double difference = std::abs(gradient.data()[i] - fd[i]);
     difference_squares += difference * difference;
     fd_squares += fd[i] * fd[i];
-    if (std::abs(difference) > c.worst_difference) {
-      c.worst_difference = std::abs(difference);
+    max_fd = std::max(max_fd, std::abs(fd[i]));
+    if (difference > max_difference) {
+      max_difference = difference;
       c.worst = i;
     }
   }
   c.fd_norm = std::sqrt(fd_squares);
-  c.relative_error = std::sqrt(difference_squares) / std::max(c.fd_norm, 1e-30);
+  c.l2_error = std::sqrt(difference_squares) / std::max(c.fd_norm, 1e-30);
+  c.max_error = max_difference / std::max(max_fd, 1e-30);
   return c;
 }
 
@@ -240,7 +253,6 @@ Comparison Compare(const Halide::Buffer<float>& gradient, const std::vector<doub
 // gradient against finite differences. `op` names the op under test in failure messages.
 void ExpectGradientsMatchFiniteDifferences(const Model& model, const std::string& op,
                                            const GradientCheck& check) {
-  const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<CompiledModel>> compiled =
       CompiledModel::Compile(model, check.scheduler);
   ASSERT_TRUE(compiled.ok()) << compiled.status();
@@ -268,19 +280,19 @@ void ExpectGradientsMatchFiniteDifferences(const Model& model, const std::string
         t < model.params.size() ? gradients.params[t] : gradients.images;
     const std::vector<double> fd = FiniteDifferences(**compiled, inputs, *values, check.eps);
     const Comparison c = Compare(gradient, fd);
-    std::printf("  %-12s %-9s %-14s relative error %.2e (|fd| %.2e, %zu elements)\n", op.c_str(),
-                SchedulerName(check.scheduler), name.c_str(), c.relative_error, c.fd_norm,
-                fd.size());
-    EXPECT_LE(c.relative_error, kMaxRelativeError)
-        << op << " (" << SchedulerName(check.scheduler) << " schedule): gradient of " << name
-        << " differs from central differences (eps " << check.eps << ") by relative L2 error "
-        << c.relative_error << "; largest difference at flat index " << c.worst << ": compiled "
-        << gradient.data()[c.worst] << ", finite difference " << fd[c.worst];
+    std::printf("  %-13s %-7s %-11s relative error: L2 %.1e, max %.1e (|fd| %.1e, %zu elements)\n",
+                op.c_str(), SchedulerName(check.scheduler), name.c_str(), c.l2_error, c.max_error,
+                c.fd_norm, fd.size());
+
+    const std::string where = absl::StrCat(
+        op, " (", SchedulerName(check.scheduler), " schedule), gradient of ", name,
+        " against central differences with eps ", check.eps, ": largest difference at flat index ",
+        c.worst, ", compiled ", gradient.data()[c.worst], ", finite difference ", fd[c.worst]);
+    EXPECT_LE(c.l2_error, kMaxRelativeError) << where;
+    EXPECT_LE(c.max_error, kMaxRelativeError) << where;
     EXPECT_GT(c.fd_norm, 1e-3) << op << ": the finite-difference gradient of " << name
                                << " is nearly zero, so the comparison checks nothing";
   }
-  std::printf("  %-12s %s: %.1f s\n", op.c_str(), model.name.c_str(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 // ---- conv2d ----------------------------------------------------------------------------------
@@ -324,9 +336,12 @@ TEST(Conv2dGradient, Kernel1NoBias) {
   ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
 }
 
-// A 1×1 output takes conv2d's single-output path; stride 3 and padding 1 on a 4×5 input give it.
-TEST(Conv2dGradient, SingleOutput) {
-  ModelBuilder net("conv_1x1_out", ModelOptions{1});
+// A 1×1 output takes conv2d's single-output path: stride 3 and padding 1 on a 4×5 input give one.
+// 8 and 16 output channels fill whole vectors of 8 or 16 lanes, and 6 leaves a partial one, for
+// schedules that vectorize across output channels.
+
+TEST(Conv2dGradient, SingleOutput8Channels) {
+  ModelBuilder net("conv_1x1_out_8", ModelOptions{1});
   Tensor x = net.input(3, 4, 5);
   x = net.conv2d("conv", x, 8, 5, /*stride=*/3, /*padding=*/1);
   x = net.flatten(x);
@@ -337,8 +352,8 @@ TEST(Conv2dGradient, SingleOutput) {
   ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
 }
 
-TEST(Conv2dGradient, SingleOutputWide) {
-  ModelBuilder net("conv_1x1_out", ModelOptions{1});
+TEST(Conv2dGradient, SingleOutput16Channels) {
+  ModelBuilder net("conv_1x1_out_16", ModelOptions{1});
   Tensor x = net.input(3, 4, 5);
   x = net.conv2d("conv", x, 16, 5, /*stride=*/3, /*padding=*/1);
   x = net.flatten(x);
@@ -349,8 +364,8 @@ TEST(Conv2dGradient, SingleOutputWide) {
   ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
 }
 
-TEST(Conv2dGradient, SingleOutputOddChannels) {
-  ModelBuilder net("conv_1x1_out", ModelOptions{1});
+TEST(Conv2dGradient, SingleOutput6Channels) {
+  ModelBuilder net("conv_1x1_out_6", ModelOptions{1});
   Tensor x = net.input(3, 4, 5);
   x = net.conv2d("conv", x, 6, 5, /*stride=*/3, /*padding=*/1);
   x = net.flatten(x);
@@ -360,7 +375,6 @@ TEST(Conv2dGradient, SingleOutputOddChannels) {
   ASSERT_TRUE(model.ok()) << model.status();
   ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
 }
-
 
 // ---- relu ------------------------------------------------------------------------------------
 // relu reads the images, which lie at least 0.1 from zero, so v ± ε never crosses its kink at 0.
@@ -379,6 +393,7 @@ TEST(ReluGradient, Image) {
   ExpectGradientsMatchFiniteDifferences(*model, "relu", check);
 }
 
+// relu on {F}, after flatten, has its own definition.
 TEST(ReluGradient, Flat) {
   ModelBuilder net("relu_flat", ModelOptions{1});
   Tensor x = net.input(3, 5, 7);
@@ -390,14 +405,15 @@ TEST(ReluGradient, Flat) {
   ASSERT_TRUE(model.ok()) << model.status();
   GradientCheck check;
   check.images = Images::kAwayFromZero;
+  check.seed = 2;
   ExpectGradientsMatchFiniteDifferences(*model, "relu", check);
 }
 
 // ---- max_pool2d ------------------------------------------------------------------------------
-// The pool reads the images, whose values are distinct and 4ε apart, so v ± ε never changes which
-// element of a window is its maximum and no window has a tie.
+// The pool reads the images, whose values within a channel are distinct and 3ε apart, so v ± ε
+// never changes which element of a window is its maximum and no window has a tie.
 
-// On a 5×7 input the last row and column lie outside every window: their gradient is zero.
+// On a 5×7 input the last row and column lie outside every window, so their gradient is zero.
 TEST(MaxPool2dGradient, Kernel2Stride2) {
   ModelBuilder net("pool_k2_s2", ModelOptions{1});
   Tensor x = net.input(3, 5, 7);
@@ -412,7 +428,8 @@ TEST(MaxPool2dGradient, Kernel2Stride2) {
   ExpectGradientsMatchFiniteDifferences(*model, "max_pool2d", check);
 }
 
-// Overlapping windows: an element that is the maximum of two windows receives both gradients.
+// With overlapping windows, an element that is the maximum of two windows receives the gradient
+// of both.
 TEST(MaxPool2dGradient, Kernel3Stride2) {
   ModelBuilder net("pool_k3_s2", ModelOptions{2});
   Tensor x = net.input(3, 5, 7);
@@ -430,7 +447,7 @@ TEST(MaxPool2dGradient, Kernel3Stride2) {
 
 // ---- flatten ---------------------------------------------------------------------------------
 
-// C×H×W > 1 takes the div/mod path, whose index the autodiff cannot invert.
+// An input with H·W > 1 takes flatten's div/mod indexing, and a C×1×1 input its direct one.
 TEST(FlattenGradient, Image) {
   ModelBuilder net("flatten_image", ModelOptions{1});
   Tensor x = net.input(3, 5, 7);
@@ -484,7 +501,7 @@ TEST(DenseGradient, NoBias) {
 }
 
 // ---- cross_entropy_loss ----------------------------------------------------------------------
-// The images are the logits: input {C, 1, 1} → flatten → loss, with no parameters.
+// The images are the logits (input {C, 1, 1} → flatten → loss), and there are no parameters.
 
 TEST(CrossEntropyGradient, Batch3) {
   ModelBuilder net("cross_entropy", ModelOptions{3});
@@ -500,8 +517,9 @@ TEST(CrossEntropyGradient, Batch3) {
 }
 
 // Logits up to ±90: exp(90) overflows float32, so this passes only if the loss subtracts the
-// maximum logit before exp. The loss is then of order 100 and its round-off of order 1e-5, so a
-// larger ε keeps the finite differences' round-off small; softmax is nearly piecewise linear here.
+// maximum logit before exp. The loss is then of order 100, with round-off of order 1e-5, so ε is
+// 0.1 to keep the round-off of fd small. Truncation stays small too, because the logits drawn here
+// are far apart and the loss is nearly linear in each of them.
 TEST(CrossEntropyGradient, LargeLogits) {
   ModelBuilder net("cross_entropy_large", ModelOptions{1});
   Tensor x = net.input(7, 1, 1);
@@ -517,8 +535,8 @@ TEST(CrossEntropyGradient, LargeLogits) {
 
 // ---- schedules -------------------------------------------------------------------------------
 // The Li2018 autoscheduler must not change the gradients. A pool on the images feeds a padded
-// conv, so the pool's adjoint reads the conv's input gradient; distinct images keep the pool free
-// of ties and switches (see max_pool2d above), and everything after it is linear.
+// conv, so the pool's adjoint reads the conv's input gradient. Distinct images keep the maximum of
+// every window unique under v ± ε (see max_pool2d above), and everything after the pool is linear.
 
 absl::StatusOr<Model> PoolConvModel() {
   ModelBuilder net("pool_conv", ModelOptions{2});
@@ -562,7 +580,8 @@ double RelativeDifference(const Halide::Buffer<float>& a, const Halide::Buffer<f
 }
 
 // The manual schedule and Li2018 on a LeNet-like model compute the same loss and gradients, up to
-// the float32 rounding of different summation orders.
+// the float32 rounding of different summation orders. fc2 reads 10 features, not a multiple of a
+// vector, like LeNet-5's fc2 with 84.
 TEST(ScheduleGradient, Li2018MatchesManualOnLenet) {
   constexpr double kMaxDifference = 1e-5;
   ModelBuilder net("small_lenet", ModelOptions{3});
@@ -603,11 +622,14 @@ TEST(ScheduleGradient, Li2018MatchesManualOnLenet) {
       << "the loss differs between the li2018 and manual schedules";
   for (size_t i = 0; i < model->params.size(); ++i) {
     const double difference = RelativeDifference(actual.params[i], expected.params[i]);
+    std::printf("  li2018 vs manual: %-12s relative difference %.1e\n",
+                model->params[i].name.c_str(), difference);
     EXPECT_LE(difference, kMaxDifference)
         << "gradient of " << model->params[i].name << " differs between the li2018 and manual "
         << "schedules by relative L2 error " << difference;
   }
   const double difference = RelativeDifference(actual.images, expected.images);
+  std::printf("  li2018 vs manual: %-12s relative difference %.1e\n", "images", difference);
   EXPECT_LE(difference, kMaxDifference)
       << "gradient of the images differs between the li2018 and manual schedules by relative L2 "
       << "error " << difference;

@@ -81,6 +81,15 @@ absl::Status ScheduleForward(const Model& model, const LoweredNetwork& net,
 absl::Status ScheduleTraining(const Model& model, const LoweredNetwork& net,
                               Halide::Pipeline& pipeline, Scheduler scheduler,
                               const Halide::Target& target, const MachineOptions& machine) {
+  if (scheduler == Scheduler::kLi2018 && machine.parallelism > 1) {
+    // NOTE: tuned for more than one thread, Halide 14's Li2018 vectorizes the batch and spatial
+    // reductions of a training step as atomic updates with guarded tails, and Halide 14's CPU
+    // backend rejects those ("Atomic predicated store is not supported"). Tuned for one thread
+    // it emits no such stores.
+    MachineOptions serial = machine;
+    serial.parallelism = 1;
+    return internal::AutoSchedule(pipeline, scheduler, target, serial);
+  }
   if (scheduler != Scheduler::kManual) {
     return internal::AutoSchedule(pipeline, scheduler, target, machine);
   }
