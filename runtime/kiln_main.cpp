@@ -5,6 +5,7 @@
 //   kiln summary --model lenet5
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -112,6 +113,10 @@ int RunTrain(kiln::Network& net) {
   absl::StatusOr<kiln::Dataset> test = LoadSplit("t10k", absl::GetFlag(FLAGS_test_limit));
   if (!test.ok()) return Fail(test.status());
 
+  const int threads = absl::GetFlag(FLAGS_threads);
+  fmt::print("kiln: data {}, {} threads{}\n", absl::GetFlag(FLAGS_data),
+             threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()),
+             threads > 0 ? "" : " (all cores)");
   kiln::TrainOptions options;
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.sgd.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
@@ -124,7 +129,8 @@ int RunTrain(kiln::Network& net) {
   absl::StatusOr<std::vector<kiln::EpochStats>> history = kiln::Train(net, *train, &*test, options);
   if (!history.ok()) return Fail(history.status());
   if (history->empty()) {
-    fmt::print("kiln: the checkpoint already has {} epochs; nothing to train\n", options.epochs);
+    fmt::print("kiln: the checkpoint has already reached --epochs {}; nothing to train\n",
+               options.epochs);
     return 0;
   }
   fmt::print("final test accuracy: {:.4f} ({} images)\n", history->back().test.accuracy,

@@ -46,8 +46,9 @@ struct EpochStats {
   double images_per_second = 0;
 };
 
-/// Checks that `data` fits the model: image shape, and labels below the class count.
-absl::Status CheckDataset(const CompiledModel& model, const Dataset& data, const std::string& what);
+/// Checks that `data` fits the model: image shape, and labels below the class count. `role`
+/// ("training", "test") starts the error message.
+absl::Status CheckDataset(const CompiledModel& model, const Dataset& data, const std::string& role);
 
 /// Evaluates every sample of `data`, including the last partial batch.
 absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch_size = 0);
