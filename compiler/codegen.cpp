@@ -109,6 +109,35 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
   return out.str();
 }
 
+// Lowers, schedules and compiles the forward, backward and update functions.
+absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const CodegenOptions& options,
+                                                const Halide::Target& target) {
+  CodegenReport report;
+  const std::string& name = model.name;
+
+  LoweredNetwork inference = LowerForward(model);
+  Halide::Pipeline forward(inference.logits);
+  absl::Status status = ScheduleForward(model, inference, forward, options.scheduler, target, options.machine);
+  if (!status.ok()) return status;
+  status = Compile(forward, inference.arguments(false), options.output_dir, name + "_forward", target, options.emit_stmt, report);
+  if (!status.ok()) return status;
+
+  LoweredNetwork training = LowerTraining(model);
+  Halide::Pipeline backward(training.training_outputs());
+  status = ScheduleTraining(model, training, backward, options.scheduler, target, options.machine);
+  if (!status.ok()) return status;
+  status = Compile(backward, training.arguments(true), options.output_dir, name + "_backward", target, options.emit_stmt, report);
+  if (!status.ok()) return status;
+
+  LoweredUpdate sgd = LowerSgdUpdate(model);
+  Halide::Pipeline update(sgd.updated);
+  status = ScheduleUpdate(sgd, update, options.scheduler, target, options.machine);
+  if (!status.ok()) return status;
+  status = Compile(update, sgd.arguments(), options.output_dir, name + "_update", target, options.emit_stmt, report);
+  if (!status.ok()) return status;
+  return report;
+}
+
 }  // namespace
 
 Halide::Target HostTarget() {
@@ -130,33 +159,18 @@ absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOpt
     return absl::PermissionDeniedError(absl::StrCat("failed to create output directory '",
                                                     options.output_dir, "': ", error.message()));
   }
-  CodegenReport report;
-  const std::string& name = model.name;
-
-  LoweredNetwork inference = LowerForward(model);
-  Halide::Pipeline forward(inference.logits);
-  absl::Status status = ScheduleForward(model, inference, forward, options.scheduler, *target, options.machine);
-  if (!status.ok()) return status;
-  status = Compile(forward, inference.arguments(false), options.output_dir, name + "_forward", *target, options.emit_stmt, report);
-  if (!status.ok()) return status;
-
-  LoweredNetwork training = LowerTraining(model);
-  Halide::Pipeline backward(training.training_outputs());
-  status = ScheduleTraining(model, training, backward, options.scheduler, *target, options.machine);
-  if (!status.ok()) return status;
-  status = Compile(backward, training.arguments(true), options.output_dir, name + "_backward", *target, options.emit_stmt, report);
-  if (!status.ok()) return status;
-
-  LoweredUpdate sgd = LowerSgdUpdate(model);
-  Halide::Pipeline update(sgd.updated);
-  status = ScheduleUpdate(sgd, update, options.scheduler, *target, options.machine);
-  if (!status.ok()) return status;
-  status = Compile(update, sgd.arguments(), options.output_dir, name + "_update", *target, options.emit_stmt, report);
-  if (!status.ok()) return status;
+  absl::StatusOr<CodegenReport> report;
+  try {
+    report = GeneratePipelines(model, options, *target);
+  } catch (const Halide::Error& e) {
+    // Lowering and autodiff report unsupported definitions by throwing.
+    return absl::InternalError(absl::StrCat("Halide failed on model '", model.name, "': ", e.what()));
+  }
+  if (!report.ok()) return report.status();
 
   // Written last and through a rename, so an interrupted generation never leaves a description
   // that names libraries which were not written.
-  const std::string path = options.output_dir + "/" + name + "_model.cpp";
+  const std::string path = options.output_dir + "/" + model.name + "_model.cpp";
   const std::string temporary = path + ".tmp";
   {
     std::ofstream file(temporary, std::ios::trunc);
@@ -169,6 +183,8 @@ absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOpt
   }
   return report;
 }
+
+
 
 absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::string& target) {
   absl::StatusOr<Halide::Target> parsed = ParseTarget(target);

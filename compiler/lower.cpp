@@ -146,6 +146,10 @@ LoweredUpdate LowerSgdUpdate(const Model& model) {
   for (Halide::ImageParam* p : {&u.params, &u.grads, &u.velocity}) {
     p->dim(0).set_bounds(0, count).set_estimate(0, count);
   }
+  // Typical values, for the autoschedulers that ask for estimates of every input.
+  u.lr.set_estimate(0.01f);
+  u.momentum.set_estimate(0.9f);
+  u.weight_decay.set_estimate(0.0f);
   Halide::Var i("i");
   Halide::Expr g = u.grads(i) + u.weight_decay * u.params(i);
   Halide::Expr velocity = u.momentum * u.velocity(i) + g;

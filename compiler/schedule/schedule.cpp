@@ -29,6 +29,25 @@ const char* SchedulerName(Scheduler scheduler) {
 
 namespace internal {
 
+// NOTE: Adams2019 unrolls loops whose extent it takes from the estimates. The batch is a run-time
+// extent, so a loop over a few vectors of samples, unrolled for the estimated batch, fails to
+// compile ("Can only unroll for loops over a constant extent"). A large batch estimate keeps
+// those loops long enough that Adams2019 does not unroll them.
+constexpr int kAdams2019BatchEstimate = 1024;
+
+void EstimateLargeBatch(const Model& model, const LoweredNetwork& net) {
+  Halide::ImageParam images = net.images;
+  images.dim(3).set_estimate(0, kAdams2019BatchEstimate);
+  if (net.labels.defined()) {
+    Halide::ImageParam labels = net.labels;
+    labels.dim(0).set_estimate(0, kAdams2019BatchEstimate);
+  } else {
+    Halide::Func logits = net.logits;
+    logits.set_estimates({{0, static_cast<int>(model.loss_layer().num_classes)},
+                          {0, kAdams2019BatchEstimate}});
+  }
+}
+
 absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
                           const Halide::Target& target, const MachineOptions& machine) {
   static std::mutex mutex;
@@ -60,7 +79,7 @@ absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
     pipeline.auto_schedule(name, target,
                            Halide::MachineParams(machine.parallelism, machine.last_level_cache_bytes,
                                                  machine.balance));
-  } catch (const Halide::CompileError& e) {
+  } catch (const Halide::Error& e) {
     return absl::InternalError(absl::StrCat(name, " failed to schedule the pipeline: ", e.what()));
   }
   return absl::OkStatus();
@@ -71,6 +90,7 @@ absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
 absl::Status ScheduleForward(const Model& model, const LoweredNetwork& net,
                              Halide::Pipeline& pipeline, Scheduler scheduler,
                              const Halide::Target& target, const MachineOptions& machine) {
+  if (scheduler == Scheduler::kAdams2019) internal::EstimateLargeBatch(model, net);
   if (scheduler != Scheduler::kManual) {
     return internal::AutoSchedule(pipeline, scheduler, target, machine);
   }
@@ -90,6 +110,7 @@ absl::Status ScheduleTraining(const Model& model, const LoweredNetwork& net,
     serial.parallelism = 1;
     return internal::AutoSchedule(pipeline, scheduler, target, serial);
   }
+  if (scheduler == Scheduler::kAdams2019) internal::EstimateLargeBatch(model, net);
   if (scheduler != Scheduler::kManual) {
     return internal::AutoSchedule(pipeline, scheduler, target, machine);
   }
