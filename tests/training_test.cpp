@@ -171,7 +171,9 @@ TEST(Init, UniformWithinFanInBound) {
     }
     EXPECT_LE(max_abs, bound) << p.name;
     EXPECT_GT(max_abs, 0.5f * bound) << p.name;  // spread over the range, not collapsed
-    if (p.numel >= 1000) EXPECT_NEAR(mean / p.numel, 0.0, 0.05 * bound) << p.name;
+    if (p.numel >= 1000) {
+      EXPECT_NEAR(mean / p.numel, 0.0, 0.05 * bound) << p.name;
+    }
   }
   Network again(model);
   again.InitParams(11);
