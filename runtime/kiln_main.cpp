@@ -3,7 +3,9 @@
 //   kiln train --model lenet5 --epochs 10
 //   kiln eval --model lenet5 --checkpoint lenet5.safetensors
 //   kiln summary --model lenet5
+#include <cmath>
 #include <cstdio>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -11,12 +13,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "fmt/core.h"
 #include "runtime/compiled_model.h"
 #include "runtime/idx.h"
 #include "runtime/network.h"
+#include "runtime/safetensors.h"
 #include "runtime/summary.h"
 #include "runtime/trainer.h"
 
@@ -42,7 +46,8 @@ constexpr char kUsage[] =
     "Trains and evaluates Kiln's compiled models.\n\n"
     "Usage:\n"
     "  kiln train   [--model lenet5] [--data DIR] [--epochs N] [--lr X] [--momentum X]\n"
-    "               [--weight-decay X] [--seed N] [--threads N] [--checkpoint PATH [--resume]]\n"
+    "               [--weight-decay X] [--batch-size N] [--seed N] [--threads N]\n"
+    "               [--train-limit N] [--test-limit N] [--checkpoint PATH [--resume]]\n"
     "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
     "  kiln summary [--model lenet5]\n\n"
     "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).";
@@ -57,6 +62,12 @@ int Usage(const std::string& message) {
   return 2;
 }
 
+// Names of the flags given on the command line (with '_'), filled by NormalizeFlagNames.
+std::set<std::string>& GivenFlags() {
+  static std::set<std::string> flags;
+  return flags;
+}
+
 // absl flag names cannot contain '-', so "--weight-decay=1" is rewritten to "--weight_decay=1".
 std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>& storage) {
   storage.assign(argv, argv + argc);
@@ -66,6 +77,7 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
     for (size_t i = 2; i < end; ++i) {
       if (arg[i] == '-') arg[i] = '_';
     }
+    GivenFlags().insert(arg.substr(2, end - 2));
   }
   std::vector<char*> pointers;
   for (std::string& arg : storage) pointers.push_back(arg.data());
@@ -76,15 +88,15 @@ absl::Status ValidateFlags() {
   if (absl::GetFlag(FLAGS_epochs) <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--epochs ", absl::GetFlag(FLAGS_epochs), " must be at least 1"));
   }
-  if (!(absl::GetFlag(FLAGS_lr) > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("--lr ", absl::GetFlag(FLAGS_lr), " must be positive"));
+  if (!std::isfinite(absl::GetFlag(FLAGS_lr)) || !(absl::GetFlag(FLAGS_lr) > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--lr ", absl::GetFlag(FLAGS_lr), " must be positive and finite"));
   }
   const double momentum = absl::GetFlag(FLAGS_momentum);
   if (!(momentum >= 0 && momentum < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("--momentum ", momentum, " must be in [0, 1)"));
   }
-  if (!(absl::GetFlag(FLAGS_weight_decay) >= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("--weight-decay ", absl::GetFlag(FLAGS_weight_decay), " must not be negative"));
+  if (!std::isfinite(absl::GetFlag(FLAGS_weight_decay)) || !(absl::GetFlag(FLAGS_weight_decay) >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--weight-decay ", absl::GetFlag(FLAGS_weight_decay), " must be finite and not negative"));
   }
   if (absl::GetFlag(FLAGS_threads) < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", absl::GetFlag(FLAGS_threads), " must not be negative (0 uses all cores)"));
@@ -107,6 +119,50 @@ absl::StatusOr<kiln::Dataset> LoadSplit(const std::string& split, int64_t limit)
   return kiln::TakeFirst(*data, limit);
 }
 
+// On --resume, hyperparameters not given on the command line continue with the checkpoint's
+// values, so a resumed run repeats the original one exactly.
+absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
+  absl::StatusOr<kiln::TensorFile> file = kiln::ReadSafetensors(options.checkpoint);
+  if (!file.ok()) return file.status();
+  struct Saved {
+    const char* flag;
+    const char* key;
+    float* value;
+  };
+  std::vector<std::string> used;
+  for (const Saved& saved : {Saved{"lr", "kiln.lr", &options.sgd.lr},
+                             Saved{"momentum", "kiln.momentum", &options.sgd.momentum},
+                             Saved{"weight_decay", "kiln.weight_decay", &options.sgd.weight_decay}}) {
+    auto it = file->metadata.find(saved.key);
+    if (it == file->metadata.end() || GivenFlags().count(saved.flag) > 0) {
+      continue;
+    }
+    if (!absl::SimpleAtof(it->second, saved.value) || !std::isfinite(*saved.value)) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint '", options.checkpoint, "' has an invalid ",
+                                                     saved.key, " '", it->second,
+                                                     "'; pass --", saved.flag, " explicitly"));
+    }
+    used.push_back(absl::StrCat(saved.flag, " ", it->second));
+  }
+  auto batch = file->metadata.find("kiln.batch_size");
+  if (batch != file->metadata.end() && GivenFlags().count("batch_size") == 0) {
+    if (!absl::SimpleAtoi(batch->second, &options.batch_size) || options.batch_size <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint '", options.checkpoint,
+                                                     "' has an invalid kiln.batch_size '", batch->second,
+                                                     "'; pass --batch-size explicitly"));
+    }
+    used.push_back(absl::StrCat("batch size ", batch->second));
+  }
+  if (GivenFlags().count("seed") > 0) {
+    fmt::print("kiln: --seed is ignored on --resume: the checkpoint's seed keeps the shuffles of the "
+               "original run\n");
+  }
+  if (!used.empty()) {
+    fmt::print("kiln: resuming with the checkpoint's {}\n", absl::StrJoin(used, ", "));
+  }
+  return absl::OkStatus();
+}
+
 int RunTrain(kiln::Network& net) {
   absl::StatusOr<kiln::Dataset> train = LoadSplit("train", absl::GetFlag(FLAGS_train_limit));
   if (!train.ok()) return Fail(train.status());
@@ -126,13 +182,12 @@ int RunTrain(kiln::Network& net) {
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.checkpoint = absl::GetFlag(FLAGS_checkpoint);
   options.resume = absl::GetFlag(FLAGS_resume);
+  if (options.resume) {
+    if (absl::Status status = UseSavedHyperparameters(options); !status.ok()) return Fail(status);
+  }
   absl::StatusOr<std::vector<kiln::EpochStats>> history = kiln::Train(net, *train, &*test, options);
   if (!history.ok()) return Fail(history.status());
-  if (history->empty()) {
-    fmt::print("kiln: the checkpoint has already reached --epochs {}; nothing to train\n",
-               options.epochs);
-    return 0;
-  }
+  if (history->empty()) return 0;
   fmt::print("final test accuracy: {:.4f} ({} images)\n", history->back().test.accuracy,
              history->back().test.count);
   return 0;

@@ -863,11 +863,31 @@ absl::StatusOr<TensorFile> ReadSafetensors(const std::string& path) {
 // WriteSafetensors
 // ---------------------------------------------------------------------------------------------
 
-absl::Status WriteSafetensors(const std::string& path, const TensorFile& file) {
+absl::Status CheckSafetensorsDestination(const std::string& path) {
   if (path.empty() || path.back() == '/') {
     return absl::InvalidArgumentError(absl::StrFormat(
         "cannot write safetensors file '%s': the path must name a file, not a directory", path));
   }
+  const std::string directory = DirectoryOf(path);
+  struct stat info;
+  if (::stat(directory.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
+    return absl::NotFoundError(absl::StrFormat(
+        "cannot write safetensors file '%s': '%s' is not an existing directory; create it or choose "
+        "another path",
+        path, directory));
+  }
+  // A rename would replace a device, FIFO or socket at `path` with a regular file.
+  if (::stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "cannot write safetensors file '%s': it exists and is not a regular file; choose another "
+        "path",
+        path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteSafetensors(const std::string& path, const TensorFile& file) {
+  if (absl::Status status = CheckSafetensorsDestination(path); !status.ok()) return status;
   absl::StatusOr<std::string> header = BuildHeader(path, file);
   if (!header.ok()) return header.status();
 

@@ -150,6 +150,11 @@ absl::StatusOr<TensorFile> ReadSafetensors(const std::string& path);
 /// File system failures return the code that matches errno.
 absl::Status WriteSafetensors(const std::string& path, const TensorFile& file);
 
+/// Checks, without writing, that WriteSafetensors could create or replace `path`: its directory
+/// exists, and `path` is absent or a regular file (never a device, FIFO or directory). Callers
+/// that write at the end of a long job check first, so a bad path fails before the work.
+absl::Status CheckSafetensorsDestination(const std::string& path);
+
 /// Returns an F32 tensor of `shape` that copies its elements from `values`.
 /// Returns InvalidArgument when a dimension is negative, the element count overflows, or
 /// `values.size()` differs from the element count of `shape`.

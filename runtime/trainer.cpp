@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "fmt/core.h"
 #include "runtime/progress.h"
+#include "runtime/safetensors.h"
 
 namespace kiln {
 namespace {
@@ -64,6 +65,7 @@ absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch
   const CompiledModel& model = net.model();
   if (absl::Status s = CheckDataset(model, data, "evaluation"); !s.ok()) return s;
   if (batch_size <= 0) batch_size = model.batch_size;
+  batch_size = static_cast<int>(std::min<int64_t>(batch_size, data.count));
 
   const int64_t sample = static_cast<int64_t>(data.channels) * data.height * data.width;
   std::vector<float> logits(static_cast<size_t>(batch_size) * model.num_classes);
@@ -101,9 +103,14 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
   if (test != nullptr) {
     if (absl::Status s = CheckDataset(model, *test, "test"); !s.ok()) return s;
   }
-  const int batch_size = options.batch_size > 0 ? options.batch_size : model.batch_size;
+  const int batch_size = static_cast<int>(std::min<int64_t>(
+      options.batch_size > 0 ? options.batch_size : model.batch_size, train.count));
   uint64_t seed = options.seed;
   int first_epoch = 0;
+  if (!options.checkpoint.empty()) {
+    // Checked now, so a bad path fails before an epoch of work rather than after it.
+    if (absl::Status s = CheckSafetensorsDestination(options.checkpoint); !s.ok()) return s;
+  }
 
   if (options.resume) {
     if (options.checkpoint.empty()) {
@@ -115,7 +122,8 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     auto epoch = metadata->find("kiln.epoch");
     auto saved_seed = metadata->find("kiln.seed");
     if (epoch == metadata->end() || !absl::SimpleAtoi(epoch->second, &first_epoch) ||
-        saved_seed == metadata->end() || !absl::SimpleAtoi(saved_seed->second, &seed)) {
+        first_epoch < 0 || saved_seed == metadata->end() ||
+        !absl::SimpleAtoi(saved_seed->second, &seed)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "checkpoint '", options.checkpoint,
           "' has no valid kiln.epoch and kiln.seed metadata; resume needs a checkpoint saved by "
@@ -134,6 +142,11 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
                options.sgd.weight_decay, seed,
                options.resume ? absl::StrCat(", resuming after epoch ", first_epoch) : "");
     std::fflush(options.log);
+  }
+
+  if (options.resume && first_epoch >= options.epochs && options.log != nullptr) {
+    fmt::print(options.log, "kiln: the checkpoint already has {} epochs (--epochs {}); nothing to train\n",
+               first_epoch, options.epochs);
   }
 
   std::vector<EpochStats> history;
@@ -163,6 +176,13 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     stats.images_per_second = train.count / stats.seconds;
     stats.train_loss = loss_sum / train.count;
     stats.train_accuracy = static_cast<double>(correct) / train.count;
+    if (!std::isfinite(stats.train_loss)) {
+      // NOTE: detected per epoch, not per step, and the checkpoint is not written, so the last
+      // good one stays.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "training diverged in epoch ", epoch + 1, ": the mean loss is ", stats.train_loss,
+          "; lower the learning rate (now ", options.sgd.lr, ")"));
+    }
     if (test != nullptr) {
       absl::StatusOr<EvalResult> result = Evaluate(net, *test, batch_size);
       if (!result.ok()) return result.status();
@@ -172,9 +192,11 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       absl::Status saved = net.SaveCheckpoint(
           options.checkpoint, {{"kiln.epoch", absl::StrCat(epoch + 1)},
                                {"kiln.seed", absl::StrCat(seed)},
-                               {"kiln.lr", absl::StrCat(options.sgd.lr)},
-                               {"kiln.momentum", absl::StrCat(options.sgd.momentum)},
-                               {"kiln.weight_decay", absl::StrCat(options.sgd.weight_decay)}});
+                               {"kiln.batch_size", absl::StrCat(batch_size)},
+                               // fmt writes the shortest text that reads back to the same float.
+                               {"kiln.lr", fmt::format("{}", options.sgd.lr)},
+                               {"kiln.momentum", fmt::format("{}", options.sgd.momentum)},
+                               {"kiln.weight_decay", fmt::format("{}", options.sgd.weight_decay)}});
       if (!saved.ok()) return saved;
     }
     if (options.log != nullptr) {

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -66,6 +67,8 @@ TEST(Cli, BadValuesAreErrors) {
                         Case{"train --epochs 0", "--epochs 0 must be at least 1"},
                         Case{"train --threads=-3", "--threads -3 must not be negative"},
                         Case{"train --weight-decay=-0.1", "--weight-decay -0.1"},
+                        Case{"train --lr=inf", "--lr inf must be positive and finite"},
+                        Case{"train --weight-decay=nan", "--weight-decay nan"},
                         Case{"train --resume", "--resume needs --checkpoint"}}) {
     Result r = RunKiln(c.arguments);
     EXPECT_EQ(r.exit_code, 2) << c.arguments << "\n" << r.output;
@@ -89,6 +92,31 @@ TEST(Cli, EvalOfMissingCheckpointNamesThePath) {
   Result r = RunKiln("eval --checkpoint /nonexistent/lenet5.safetensors");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("/nonexistent/lenet5.safetensors"));
+}
+
+TEST(Cli, ResumeContinuesWithSavedHyperparameters) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string checkpoint = std::string(pattern) + "/run.safetensors";
+  const std::string common = " --train-limit 128 --test-limit 64 --threads 1 --checkpoint " + checkpoint;
+
+  Result first = RunKiln("train --epochs 1 --lr 0.05 --momentum 0.5 --batch-size 32" + common);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  Result resumed = RunKiln("train --epochs 2 --resume" + common);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_THAT(resumed.output, AllOf(HasSubstr("lr 0.05"), HasSubstr("momentum 0.5"),
+                                    HasSubstr("batch size 32"), HasSubstr("epoch   2/2")));
+
+  Result done = RunKiln("train --epochs 1 --resume" + common);
+  EXPECT_EQ(done.exit_code, 0) << done.output;
+  EXPECT_THAT(done.output, HasSubstr("already has 2 epochs"));
+}
+
+TEST(Cli, DeviceAsCheckpointIsRejected) {
+  Result r = RunKiln("train --epochs 1 --train-limit 64 --test-limit 64 --checkpoint /dev/null");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("/dev/null"), HasSubstr("not a regular file")));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("epoch   1/1")));
 }
 
 TEST(Cli, HelpStatesDefaults) {

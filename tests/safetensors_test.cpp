@@ -654,17 +654,37 @@ TEST_F(SafetensorsTest, WriteFailingMidwayKeepsOldFile) {
   EXPECT_EQ(ReadFileBytes(path), old_bytes);
 }
 
-TEST_F(SafetensorsTest, RenameOntoDirectoryFailsAndCleansUp) {
-  // The data is written completely, then rename() fails because `path` is a directory.
+TEST_F(SafetensorsTest, DirectoryAtPathIsRejected) {
   const std::string path = PathIn("model.safetensors");
   ASSERT_EQ(mkdir(path.c_str(), 0755), 0);
 
   absl::Status status = WriteSafetensors(path, SampleFile());
   ASSERT_FALSE(status.ok());
-  EXPECT_THAT(std::string(status.message()), HasSubstr("failed to rename"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("not a regular file"));
   EXPECT_THAT(std::string(status.message()), HasSubstr(path));
   EXPECT_EQ(ListDirectory(dir_), std::vector<std::string>{"model.safetensors"});
   EXPECT_TRUE(std::filesystem::is_directory(path));
+}
+
+TEST_F(SafetensorsTest, FifoAtPathIsNotReplaced) {
+  // A rename would turn a FIFO or a device such as /dev/null into a regular file.
+  const std::string path = PathIn("pipe");
+  ASSERT_EQ(mkfifo(path.c_str(), 0644), 0);
+
+  absl::Status status = WriteSafetensors(path, SampleFile());
+  ASSERT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), HasSubstr("not a regular file"));
+  EXPECT_TRUE(std::filesystem::is_fifo(path));
+  EXPECT_EQ(ListDirectory(dir_), std::vector<std::string>{"pipe"});
+}
+
+TEST_F(SafetensorsTest, CheckDestinationRejectsMissingDirectory) {
+  const std::string path = PathIn("missing/model.safetensors");
+  absl::Status status = CheckSafetensorsDestination(path);
+  ASSERT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), HasSubstr("not an existing directory"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr(PathIn("missing")));
+  EXPECT_TRUE(CheckSafetensorsDestination(PathIn("new.safetensors")).ok());
 }
 
 TEST_F(SafetensorsTest, OverwriteReplacesFileAtomically) {

@@ -131,6 +131,49 @@ TEST(Training, ResultsDoNotDependOnThreadCount) {
   EXPECT_EQ(results[0], results[1]);
 }
 
+TEST(Training, BadCheckpointPathFailsBeforeTraining) {
+  Network net(Lenet5());
+  TrainOptions options = QuietOptions(1);
+  options.checkpoint = TempPath("no_such_dir/lenet5.safetensors");
+  absl::StatusOr<std::vector<EpochStats>> history =
+      Train(net, First(TrainSplit(), 64), nullptr, options);
+  ASSERT_FALSE(history.ok());
+  EXPECT_THAT(history.status().message(),
+              AllOf(HasSubstr(TempPath("no_such_dir")), HasSubstr("not an existing directory")));
+}
+
+TEST(Training, DivergenceStopsAndKeepsCheckpoint) {
+  const std::string path = TempPath("diverged.safetensors");
+  Network good(Lenet5());
+  good.InitParams(0);
+  ASSERT_TRUE(good.SaveCheckpoint(path, {}).ok());
+  const std::string before = FileBytes(path);
+
+  Network net(Lenet5());
+  TrainOptions options = QuietOptions(1);
+  options.sgd.lr = 1e6f;
+  options.checkpoint = path;
+  absl::StatusOr<std::vector<EpochStats>> history =
+      Train(net, First(TrainSplit(), 256), nullptr, options);
+  ASSERT_FALSE(history.ok());
+  EXPECT_THAT(history.status().message(), AllOf(HasSubstr("diverged in epoch 1"), HasSubstr("1e+06")));
+  EXPECT_EQ(FileBytes(path), before);
+}
+
+TEST(Training, ResumeRejectsNegativeEpoch) {
+  Network net(Lenet5());
+  net.InitParams(0);
+  const std::string path = TempPath("negative_epoch.safetensors");
+  ASSERT_TRUE(net.SaveCheckpoint(path, {{"kiln.epoch", "-5"}, {"kiln.seed", "0"}}).ok());
+  TrainOptions options = QuietOptions(2);
+  options.checkpoint = path;
+  options.resume = true;
+  absl::StatusOr<std::vector<EpochStats>> history =
+      Train(net, First(TrainSplit(), 64), nullptr, options);
+  ASSERT_FALSE(history.ok());
+  EXPECT_THAT(history.status().message(), AllOf(HasSubstr(path), HasSubstr("kiln.epoch")));
+}
+
 TEST(Evaluate, CoversLastPartialBatch) {
   Network net(Lenet5());
   net.InitParams(3);
