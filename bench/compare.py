@@ -36,8 +36,10 @@ def cpu_name():
 
 
 def run_json(command):
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"compare.py: {' '.join(command)} failed:\n{result.stderr.strip()}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def torch_available(python):
@@ -55,6 +57,11 @@ def main():
     parser.add_argument("--python", default="/usr/bin/python3", help="interpreter with PyTorch")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.rounds < 1 or not args.seconds > 0 or args.seconds == float("inf"):
+        parser.error("--rounds must be at least 1 and --seconds positive and finite")
+    bench = os.path.join(args.build, "kiln-bench")
+    if not os.access(bench, os.X_OK):
+        parser.error(f"{bench} not found: build first (tools/build.sh) or pass --build DIR")
 
     kiln_command = [os.path.join(args.build, "kiln-bench"), f"--model={args.model}", f"--batch={args.batch}",
                     f"--threads={args.threads}", f"--seconds={args.seconds}"]
@@ -99,6 +106,7 @@ def main():
                   "cpus": os.cpu_count(), "model": args.model, "batch": args.batch, "threads": args.threads,
                   "rounds": args.rounds, "schedule": kiln_runs[0]["schedule"],
                   "peer": torch_runs[0]["peer"] if with_torch else None, "rows": rows}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(record, f, indent=2)
 

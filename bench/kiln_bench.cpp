@@ -1,6 +1,7 @@
 // kiln-bench: training-step and inference throughput of a compiled model on random inputs.
 // Prints one JSON object; bench/compare.py runs it beside PyTorch and reports the ratios.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -55,6 +56,13 @@ int main(int argc, char** argv) {
   }
   const int batch = absl::GetFlag(FLAGS_batch) > 0 ? absl::GetFlag(FLAGS_batch) : model->batch_size;
   const double seconds = absl::GetFlag(FLAGS_seconds);
+  if (absl::GetFlag(FLAGS_batch) < 0 || absl::GetFlag(FLAGS_threads) < 1 || !(seconds > 0) ||
+      !std::isfinite(seconds)) {
+    fmt::print(stderr,
+               "kiln-bench: --batch must not be negative, --threads must be at least 1 and "
+               "--seconds positive and finite\n");
+    return 2;
+  }
   kiln::SetThreads(absl::GetFlag(FLAGS_threads));
 
   kiln::Network net(*model);
