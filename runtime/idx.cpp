@@ -370,6 +370,8 @@ absl::StatusOr<Dataset> LoadIdxDataset(const std::string& dir, const std::string
   dataset.labels.assign(labels->begin(), labels->end());
   const uint8_t max_label = *std::max_element(labels->begin(), labels->end());
   dataset.num_classes = int{max_label} + 1;
+  dataset.images_path = *images_path;
+  dataset.labels_path = *labels_path;
   return dataset;
 }
 
@@ -419,6 +421,8 @@ absl::StatusOr<Dataset> TakeFirst(const Dataset& d, int64_t n) {
   first.height = d.height;
   first.width = d.width;
   first.num_classes = d.num_classes;
+  first.images_path = d.images_path;
+  first.labels_path = d.labels_path;
   first.images.assign(d.images.begin(),
                       d.images.begin() + static_cast<std::ptrdiff_t>(sample_elements * n));
   first.labels.assign(d.labels.begin(), d.labels.begin() + static_cast<std::ptrdiff_t>(n));

@@ -82,6 +82,8 @@ struct Dataset {
   /// Number of classes. LoadIdxDataset sets it to the largest label plus one (10 for MNIST and
   /// Fashion-MNIST), so a split that lacks the highest class gets a smaller value.
   int num_classes = 10;
+  /// The files the samples came from, for error messages; empty for data built in memory.
+  std::string images_path, labels_path;
 };
 
 /// Loads the images and labels of one split from `dir`.

@@ -47,15 +47,19 @@ std::vector<int64_t> EpochOrder(int64_t count, uint64_t seed, int epoch) {
 absl::Status CheckDataset(const CompiledModel& model, const Dataset& data, const std::string& role) {
   if (data.channels != model.channels || data.height != model.height || data.width != model.width) {
     return absl::InvalidArgumentError(absl::StrCat(
-        role, " images are ", data.channels, "x", data.height, "x", data.width, " but model '",
+        role, " images",
+        data.images_path.empty() ? "" : absl::StrCat(" in ", data.images_path), " are ",
+        data.channels, "x", data.height, "x", data.width, " but model '",
         model.name, "' takes ", model.channels, "x", model.height, "x", model.width,
         "; use a dataset of that shape or a model compiled for it"));
   }
   for (int64_t i = 0; i < data.count; ++i) {
     if (data.labels[i] < 0 || data.labels[i] >= model.num_classes) {
       return absl::InvalidArgumentError(absl::StrCat(
-          role, " label ", data.labels[i], " of sample ", i, " is outside the ", model.num_classes,
-          " classes of model '", model.name, "'"));
+          role, " label ", data.labels[i], " of sample ", i,
+          data.labels_path.empty() ? "" : absl::StrCat(" in ", data.labels_path),
+          " is outside the ", model.num_classes, " classes of model '", model.name,
+          "'; use a dataset with at most ", model.num_classes, " classes"));
     }
   }
   return absl::OkStatus();

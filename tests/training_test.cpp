@@ -311,7 +311,8 @@ TEST(Dataset, LabelOutsideClassesIsAnError) {
   Network net(Lenet5());
   absl::StatusOr<EvalResult> result = Evaluate(net, data);
   ASSERT_FALSE(result.ok());
-  EXPECT_THAT(result.status().message(), AllOf(HasSubstr("label 12"), HasSubstr("sample 4")));
+  EXPECT_THAT(result.status().message(),
+              AllOf(HasSubstr("label 12"), HasSubstr("sample 4"), HasSubstr("t10k-labels-idx1")));
 }
 
 TEST(Dataset, WrongImageShapeIsAnError) {
