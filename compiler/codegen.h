@@ -32,8 +32,9 @@ struct CodegenOptions {
 
 /// Compile time of one generated function.
 struct ArtifactTiming {
-  std::string function;  ///< e.g. "lenet5_backward".
-  double seconds = 0;
+  std::string function;         ///< e.g. "lenet5_backward".
+  double schedule_seconds = 0;  ///< Lowering, autodiff and scheduling (autoschedulers search here).
+  double compile_seconds = 0;   ///< Halide's lowering and LLVM code generation.
 };
 
 struct CodegenReport {
