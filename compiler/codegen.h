@@ -42,8 +42,9 @@ struct CodegenReport {
 };
 
 /// Returns the Halide target of this machine. Halide 14 reports AMD Zen 4 CPUs, which have
-/// AVX512-VNNI but not AVX-VNNI, as Sapphire Rapids and then emits VEX-encoded VNNI instructions
-/// that fault (SIGILL) there; this drops that feature on CPUs without AVX-VNNI.
+/// AVX512-VNNI but not AVX-VNNI, as Sapphire Rapids. Code for that target can contain
+/// VEX-encoded VNNI instructions, which fault (SIGILL) there, so the feature is dropped on CPUs
+/// without AVX-VNNI.
 Halide::Target HostTarget();
 
 /// Writes into options.output_dir: <name>_{forward,backward,update}.{a,h} and <name>_model.cpp,

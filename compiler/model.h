@@ -14,7 +14,7 @@
  *   absl::StatusOr<kiln::Model> model = std::move(net).build();
  *
  * The builder records the first error and returns invalid tensors after it, so a definition reads
- * straight through; `build()` returns that first error, which names the layer and the values.
+ * straight through. `build()` returns that first error, which names the layer and the values.
  */
 #ifndef KILN_COMPILER_MODEL_H_
 #define KILN_COMPILER_MODEL_H_

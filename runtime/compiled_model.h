@@ -1,6 +1,6 @@
 /** \file
- * The interface between Kiln's generated code and its runtime: what the generator tells the
- * runtime about a compiled model (parameters, layers, shapes) and the three compiled functions.
+ * The interface between Kiln's generated code and its runtime: the description of a compiled
+ * model (parameters, layers, shapes) and its three compiled functions.
  *
  * Each generated `<model>_model.cpp` defines one CompiledModel and registers it:
  *

@@ -58,8 +58,8 @@ absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch
 absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train,
                                               const Dataset* test, const TrainOptions& options);
 
-/// The sample order of `epoch` for `seed`: a Fisher–Yates shuffle from a generator seeded by
-/// both, so a resumed run sees the same batches as an uninterrupted one.
+/// Returns the sample order of `epoch` for `seed`: a Fisher–Yates shuffle from a generator
+/// seeded by both, so a resumed run trains on the same batches as an uninterrupted one.
 std::vector<int64_t> EpochOrder(int64_t count, uint64_t seed, int epoch);
 
 }  // namespace kiln

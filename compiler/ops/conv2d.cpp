@@ -30,8 +30,8 @@ LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   conv(v.x, v.y, v.c, v.n) = bias.defined() ? bias(v.c) : Halide::Expr(0.0f);
 
   // With a 1×1 output (a conv as large as its input, like LeNet's C5), x and y are always 0.
-  // Writing them as 0 lets the autodiff turn the input gradient into a gather over output
-  // channels only; with x + kx it would gather over every kernel tap, nearly all outside.
+  // Written as 0, they let the autodiff gather the input gradient over output channels only.
+  // With x + kx it would gather over every kernel tap, and nearly all of them fall outside.
   const bool single_output = layer.output_shape[1] == 1 && layer.output_shape[2] == 1;
   Halide::Expr x = single_output ? Halide::Expr(0) : Halide::Expr(v.x);
   Halide::Expr y = single_output ? Halide::Expr(0) : Halide::Expr(v.y);

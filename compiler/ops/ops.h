@@ -15,8 +15,8 @@
 
 namespace kiln::ops {
 
-/// The Funcs of one lowered layer. `output` is what the next layer reads; `stages` holds the
-/// layer's other Funcs that a schedule may place (e.g. a conv's zero-padded input).
+/// The Funcs of one lowered layer. `output` is what the next layer reads, and `stages` contains
+/// the layer's other Funcs that a schedule may place (e.g. a conv's zero-padded input).
 struct LoweredLayer {
   Halide::Func output;
   std::vector<Halide::Func> stages;
