@@ -10,8 +10,9 @@
 // Measured with bench/compare.py on LeNet-5, batch 64, 2 threads, on a 2-core AMD EPYC with
 // AVX-512 under KVM, against PyTorch 1.13 eager in the same run. Training step: 0.75× PyTorch
 // with x vectorized, 1.18–1.32× with samples vectorized. Inference: 1.55× and 2.1–2.4×.
-// Batch-1 inference pays for it, because 16 lanes carry one sample: 0.05 ms with x vectorized,
-// 0.25 ms now, against PyTorch's 0.19 ms.
+// Batches of fewer than 4 samples get an x-vectorized specialization for inference: batch-1
+// latency 0.25 ms without it and 0.17 ms with it (PyTorch: 0.19 ms). The schedule that was
+// x-vectorized throughout reached 0.05 ms there.
 #include <map>
 #include <set>
 #include <string>
@@ -27,6 +28,10 @@ using Halide::TailStrategy;
 
 // Samples per vector: one AVX-512 register of floats.
 constexpr int kLanes = 16;
+// Inference below this many samples vectorizes across x instead, in vectors of 8 lanes: LeNet's
+// rows are 28, 14, 10 and 5 wide.
+constexpr int kSmallBatch = 4;
+constexpr int kSmallBatchLanes = 8;
 
 // The reduction variables of update definition `update` of `f`, innermost first.
 std::vector<Halide::RVar> RVars(Func f, int update) {
@@ -59,7 +64,11 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 // definition across samples and parallelizes it over its outermost other dimension. RoundUp
 // computes whole vectors past a partial batch: the inputs clamp n, so those lanes read the last
 // sample, and nothing reads them back. Returns false when `f` has no batch dimension.
-bool ScheduleBatchInnermost(Func f) {
+//
+// With `small_batch` defined (inference), batches for which it is true get a specialization that
+// vectorizes across x (or features) instead: one sample would fill one of 16 lanes otherwise.
+// The storage order stays, and with a single sample x is contiguous in it.
+bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Expr()) {
   const std::string n = ops::vars().n.name();
   std::vector<Var> args = f.args();
   const int n_index = IndexOf(args, n);
@@ -72,6 +81,11 @@ bool ScheduleBatchInnermost(Func f) {
   if (storage.size() > 1) {
     f.reorder_storage(storage);
     f.reorder(std::vector<Halide::VarOrRVar>(storage.begin(), storage.end()));
+  }
+  if (small_batch.defined() && storage.size() > 1) {
+    Halide::Stage small = f.specialize(small_batch);
+    small.vectorize(storage[1], kSmallBatchLanes, TailStrategy::GuardWithIf);
+    if (storage.size() > 2) small.parallel(storage.back());
   }
   f.vectorize(args[n_index], kLanes, TailStrategy::RoundUp);
   if (storage.size() > 1) f.parallel(storage.back());
@@ -91,6 +105,18 @@ bool ScheduleBatchInnermost(Func f) {
     // accumulator vector stays in a register for the whole reduction.
     Var groups(n + "_groups"), samples(n + "_samples");
     Halide::Stage update = f.update(u);
+    if (small_batch.defined() && pure.size() > 1) {
+      // Across x (or features) inside the reduction, then the other dimensions.
+      const Var across = pure[pure_n == 0 ? 1 : 0];
+      std::vector<Halide::VarOrRVar> small_order = {across};
+      for (const Halide::RVar& r : RVars(f, u)) small_order.emplace_back(r);
+      for (const Var& v : pure) {
+        if (v.name() != across.name()) small_order.emplace_back(v);
+      }
+      Halide::Stage small = update.specialize(small_batch);
+      small.reorder(small_order).vectorize(across, kSmallBatchLanes, TailStrategy::GuardWithIf);
+      if (outermost.name() != n && outermost.name() != across.name()) small.parallel(outermost);
+    }
     update.split(pure[pure_n], groups, samples, kLanes, TailStrategy::RoundUp);
     order[0] = samples;
     order.insert(order.begin() + 1 + RVars(f, u).size(), groups);
@@ -104,9 +130,10 @@ bool ScheduleBatchInnermost(Func f) {
 // Every conv, pool and zero-padded conv input is stored batch-innermost. relu is inlined into
 // its consumer. For inference, a conv → relu → max_pool2d chain computes the conv rows one pool
 // row needs inside the pool's loop over rows, so no full conv output is ever stored.
-void ScheduleConvPool(Func pool, Func conv) {
-  ScheduleBatchInnermost(pool);
-  conv.compute_at(pool, ops::vars().y);
+void ScheduleConvPool(Func pool, Func conv, const Halide::Expr& small_batch) {
+  ScheduleBatchInnermost(pool, small_batch);
+  // Allocated once per channel and folded by Halide to the rows in use, not once per row.
+  conv.compute_at(pool, ops::vars().y).store_at(pool, ops::vars().c);
 }
 
 // ---- dense ---------------------------------------------------------------------------------
@@ -122,6 +149,8 @@ void ScheduleLogitsOutput(Func logits) {
 // Schedules the output Func of every layer and every conv's padded input. With `fuse_pools`
 // (inference), conv → relu → max_pool2d chains are computed inside the pool.
 void ScheduleLayers(const Model& model, const LoweredNetwork& net, bool fuse_pools) {
+  const Halide::Expr small_batch =
+      fuse_pools ? net.images.dim(3).extent() < kSmallBatch : Halide::Expr();
   std::vector<int> consumers(model.layers.size(), 0);
   for (size_t i = 1; i < model.layers.size(); ++i) ++consumers[model.layers[i].input];
 
@@ -130,8 +159,8 @@ void ScheduleLayers(const Model& model, const LoweredNetwork& net, bool fuse_poo
     const ops::LoweredLayer& lowered = net.layers[i];
     switch (layer.kind) {
       case OpKind::kConv2d:
-        ScheduleBatchInnermost(lowered.stages[0]);  // the zero-padded input
-        ScheduleBatchInnermost(lowered.output);
+        ScheduleBatchInnermost(lowered.stages[0], small_batch);  // the zero-padded input
+        ScheduleBatchInnermost(lowered.output, small_batch);
         break;
       case OpKind::kMaxPool2d: {
         const Layer& relu = model.layers[layer.input];
@@ -139,15 +168,22 @@ void ScheduleLayers(const Model& model, const LoweredNetwork& net, bool fuse_poo
                                      model.layers[relu.input].kind == OpKind::kConv2d &&
                                      consumers[relu.input] == 1;
         if (fuse_pools && after_conv_relu) {
-          ScheduleConvPool(lowered.output, net.layers[relu.input].output);
+          ScheduleConvPool(lowered.output, net.layers[relu.input].output, small_batch);
         } else {
-          ScheduleBatchInnermost(lowered.output);
+          ScheduleBatchInnermost(lowered.output, small_batch);
         }
         break;
       }
       case OpKind::kDense:
         if (!fuse_pools || lowered.output.name() != net.logits.name()) {
-          ScheduleBatchInnermost(lowered.output);
+          ScheduleBatchInnermost(lowered.output, small_batch);
+        }
+        if (fuse_pools) {
+          // Weights stored transposed, output features innermost, so small batches load them
+          // as vectors across features instead of gathering one per in_features stride.
+          Func weight = net.param_funcs[layer.params[0]];
+          std::vector<Var> w = weight.args();  // (in, out)
+          weight.compute_root().reorder_storage(w[1], w[0]);
         }
         break;
       case OpKind::kInput:
