@@ -13,6 +13,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -97,6 +98,11 @@ absl::Status ValidateFlags() {
   }
   if (!std::isfinite(absl::GetFlag(FLAGS_weight_decay)) || !(absl::GetFlag(FLAGS_weight_decay) >= 0)) {
     return absl::InvalidArgumentError(absl::StrCat("--weight-decay ", absl::GetFlag(FLAGS_weight_decay), " must be finite and not negative"));
+  }
+  // Halide's thread pool (Halide 14 runtime, thread_pool_common.h) uses at most 256 threads.
+  if (absl::GetFlag(FLAGS_threads) > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads ", absl::GetFlag(FLAGS_threads),
+                                                   " is above Halide's limit of 256"));
   }
   if (absl::GetFlag(FLAGS_threads) < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", absl::GetFlag(FLAGS_threads), " must not be negative (0 uses all cores)"));
@@ -210,6 +216,9 @@ int RunEval(kiln::Network& net) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] { return std::string("kiln 0.1 (Halide 14)\n"); };
+  absl::SetFlagsUsageConfig(usage_config);
   std::vector<std::string> storage;
   std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());

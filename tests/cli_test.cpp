@@ -66,6 +66,7 @@ TEST(Cli, BadValuesAreErrors) {
                         Case{"train --momentum 1.5", "--momentum 1.5 must be in [0, 1)"},
                         Case{"train --epochs 0", "--epochs 0 must be at least 1"},
                         Case{"train --threads=-3", "--threads -3 must not be negative"},
+                        Case{"train --threads=1000", "--threads 1000 is above Halide's limit"},
                         Case{"train --weight-decay=-0.1", "--weight-decay -0.1"},
                         Case{"train --lr=inf", "--lr inf must be positive and finite"},
                         Case{"train --weight-decay=nan", "--weight-decay nan"},
