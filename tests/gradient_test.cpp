@@ -298,42 +298,41 @@ void ExpectGradientsMatchFiniteDifferences(const Model& model, const std::string
 // ---- conv2d ----------------------------------------------------------------------------------
 // A conv followed by flatten and dense is linear up to the loss, so no kink lies between v ± ε.
 
-TEST(Conv2dGradient, Kernel3) {
-  ModelBuilder net("conv_k3", ModelOptions{1});
-  Tensor x = net.input(3, 5, 7);
-  x = net.conv2d("conv", x, 4, 3);
+struct ConvCase {
+  const char* name;
+  int batch;
+  int64_t channels, height, width;
+  int64_t out_channels, kernel, stride, padding;
+  bool bias;
+};
+
+// input → conv2d → flatten → dense(5) → cross-entropy, from `c`.
+absl::StatusOr<Model> ConvModel(const ConvCase& c) {
+  ModelBuilder net(c.name, ModelOptions{c.batch});
+  Tensor x = net.input(c.channels, c.height, c.width);
+  x = net.conv2d("conv", x, c.out_channels, c.kernel, c.stride, c.padding, c.bias);
   x = net.flatten(x);
   x = net.dense("fc", x, 5);
   net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
-  ASSERT_TRUE(model.ok()) << model.status();
-  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+  return std::move(net).build();
 }
 
-TEST(Conv2dGradient, Stride2Padding1) {
-  ModelBuilder net("conv_s2_p1", ModelOptions{2});
-  Tensor x = net.input(3, 5, 7);
-  x = net.conv2d("conv", x, 4, 3, /*stride=*/2, /*padding=*/1);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+void ExpectConvGradients(const ConvCase& c) {
+  absl::StatusOr<Model> model = ConvModel(c);
   ASSERT_TRUE(model.ok()) << model.status();
   GradientCheck check;
-  check.batch = 2;
+  check.batch = c.batch;
   ExpectGradientsMatchFiniteDifferences(*model, "conv2d", check);
 }
 
+TEST(Conv2dGradient, Kernel3) { ExpectConvGradients({"conv_k3", 1, 3, 5, 7, 4, 3, 1, 0, true}); }
+
+TEST(Conv2dGradient, Stride2Padding1) {
+  ExpectConvGradients({"conv_s2_p1", 2, 3, 5, 7, 4, 3, 2, 1, true});
+}
+
 TEST(Conv2dGradient, Kernel1NoBias) {
-  ModelBuilder net("conv_k1", ModelOptions{1});
-  Tensor x = net.input(3, 5, 7);
-  x = net.conv2d("conv", x, 4, 1, /*stride=*/1, /*padding=*/0, /*bias=*/false);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
-  ASSERT_TRUE(model.ok()) << model.status();
-  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+  ExpectConvGradients({"conv_k1", 1, 3, 5, 7, 4, 1, 1, 0, false});
 }
 
 // A 1×1 output takes conv2d's single-output path: stride 3 and padding 1 on a 4×5 input give one.
@@ -341,39 +340,15 @@ TEST(Conv2dGradient, Kernel1NoBias) {
 // schedules that vectorize across output channels.
 
 TEST(Conv2dGradient, SingleOutput8Channels) {
-  ModelBuilder net("conv_1x1_out_8", ModelOptions{1});
-  Tensor x = net.input(3, 4, 5);
-  x = net.conv2d("conv", x, 8, 5, /*stride=*/3, /*padding=*/1);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
-  ASSERT_TRUE(model.ok()) << model.status();
-  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+  ExpectConvGradients({"conv_1x1_out_8", 1, 3, 4, 5, 8, 5, 3, 1, true});
 }
 
 TEST(Conv2dGradient, SingleOutput16Channels) {
-  ModelBuilder net("conv_1x1_out_16", ModelOptions{1});
-  Tensor x = net.input(3, 4, 5);
-  x = net.conv2d("conv", x, 16, 5, /*stride=*/3, /*padding=*/1);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
-  ASSERT_TRUE(model.ok()) << model.status();
-  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+  ExpectConvGradients({"conv_1x1_out_16", 1, 3, 4, 5, 16, 5, 3, 1, true});
 }
 
 TEST(Conv2dGradient, SingleOutput6Channels) {
-  ModelBuilder net("conv_1x1_out_6", ModelOptions{1});
-  Tensor x = net.input(3, 4, 5);
-  x = net.conv2d("conv", x, 6, 5, /*stride=*/3, /*padding=*/1);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
-  ASSERT_TRUE(model.ok()) << model.status();
-  ExpectGradientsMatchFiniteDifferences(*model, "conv2d", {});
+  ExpectConvGradients({"conv_1x1_out_6", 1, 3, 4, 5, 6, 5, 3, 1, true});
 }
 
 // ---- relu ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -27,24 +28,20 @@ const CompiledModel& Lenet5() {
   return *model;
 }
 
-// The real dataset, loaded once for all tests.
-const Dataset& TrainSplit() {
-  static const Dataset* data = [] {
-    absl::StatusOr<Dataset> d = LoadIdxDataset(kDefaultDataDir, "train");
+// A split of the real dataset, loaded once for all tests.
+const Dataset& LoadSplit(const std::string& split) {
+  static auto* cache = new std::map<std::string, Dataset>();
+  auto it = cache->find(split);
+  if (it == cache->end()) {
+    absl::StatusOr<Dataset> d = LoadIdxDataset(kDefaultDataDir, split);
     EXPECT_TRUE(d.ok()) << d.status();
-    return new Dataset(d.ok() ? *d : Dataset{});
-  }();
-  return *data;
+    it = cache->emplace(split, d.ok() ? *d : Dataset{}).first;
+  }
+  return it->second;
 }
 
-const Dataset& TestSplit() {
-  static const Dataset* data = [] {
-    absl::StatusOr<Dataset> d = LoadIdxDataset(kDefaultDataDir, "t10k");
-    EXPECT_TRUE(d.ok()) << d.status();
-    return new Dataset(d.ok() ? *d : Dataset{});
-  }();
-  return *data;
-}
+const Dataset& TrainSplit() { return LoadSplit("train"); }
+const Dataset& TestSplit() { return LoadSplit("t10k"); }
 
 Dataset First(const Dataset& data, int64_t n) {
   absl::StatusOr<Dataset> subset = TakeFirst(data, n);
