@@ -97,9 +97,10 @@ def main():
           f"Kiln schedule {kiln_runs[0]['schedule']}; peer {torch_runs[0]['peer'] if with_torch else 'none'}")
     print(f"{'figure':<32} {'Kiln':>12} {'PyTorch':>12} {'Kiln speedup':>13}")
     for row in rows:
-        torch_text = f"{row['pytorch']:12.4f}" if with_torch else f"{'-':>12}"
+        number = "12,.0f" if row["figure"].endswith("images/s") else "12.4f"
+        torch_text = f"{row['pytorch']:{number}}" if with_torch else f"{'-':>12}"
         speedup = f"{row['speedup']:12.2f}x" if with_torch else f"{'-':>13}"
-        print(f"{row['figure']:<32} {row['kiln']:12.4f} {torch_text} {speedup}")
+        print(f"{row['figure']:<32} {row['kiln']:{number}} {torch_text} {speedup}")
 
     if args.json:
         record = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),

@@ -124,6 +124,17 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
   Halide::Pipeline forward(inference.logits);
   absl::Status status = ScheduleForward(model, inference, forward, options.scheduler, target, options.machine);
   if (!status.ok()) return status;
+  if (options.scheduler != Scheduler::kManual) {
+    // The autoschedulers split the batch of the output with ShiftInwards, tuned for the
+    // compiled batch, and a batch of 1 then writes the output buffer at n = -1 (seen with
+    // Li2018). A plain copy as the output keeps those splits on an intermediate, which Halide
+    // may compute past the batch: the inputs clamp the sample index.
+    const ops::Vars& v = ops::vars();
+    Halide::Func output("logits_output");
+    output(v.f, v.n) = inference.logits(v.f, v.n);
+    output.compute_root().parallel(v.n);
+    forward = Halide::Pipeline(output);
+  }
   status = Compile(forward, inference.arguments(false), options.output_dir, name + "_forward", target,
                    options.emit_stmt, SecondsSince(start), report);
   if (!status.ok()) return status;

@@ -134,11 +134,13 @@ absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
     const char* flag;
     const char* key;
     float* value;
+    const char* label;  // as the start line of kiln train names it
   };
   std::vector<std::string> used;
-  for (const Saved& saved : {Saved{"lr", "kiln.lr", &options.sgd.lr},
-                             Saved{"momentum", "kiln.momentum", &options.sgd.momentum},
-                             Saved{"weight_decay", "kiln.weight_decay", &options.sgd.weight_decay}}) {
+  for (const Saved& saved :
+       {Saved{"lr", "kiln.lr", &options.sgd.lr, "lr"},
+        Saved{"momentum", "kiln.momentum", &options.sgd.momentum, "momentum"},
+        Saved{"weight_decay", "kiln.weight_decay", &options.sgd.weight_decay, "weight decay"}}) {
     auto it = file->metadata.find(saved.key);
     if (it == file->metadata.end() || GivenFlags().count(saved.flag) > 0) {
       continue;
@@ -148,7 +150,7 @@ absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
                                                      saved.key, " '", it->second,
                                                      "'; pass --", saved.flag, " explicitly"));
     }
-    used.push_back(absl::StrCat(saved.flag, " ", it->second));
+    used.push_back(absl::StrCat(saved.label, " ", it->second));
   }
   auto batch = file->metadata.find("kiln.batch_size");
   if (batch != file->metadata.end() && GivenFlags().count("batch_size") == 0) {

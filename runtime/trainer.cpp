@@ -111,6 +111,10 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       options.batch_size > 0 ? options.batch_size : model.batch_size, train.count));
   uint64_t seed = options.seed;
   int first_epoch = 0;
+  if (options.batch_size > train.count && options.log != nullptr) {
+    fmt::print(options.log, "kiln: batch size {} is larger than the {} training images; using {}\n",
+               options.batch_size, train.count, batch_size);
+  }
   if (!options.checkpoint.empty()) {
     // Checked now, so a bad path fails before an epoch of work rather than after it.
     if (absl::Status s = CheckSafetensorsDestination(options.checkpoint); !s.ok()) return s;
