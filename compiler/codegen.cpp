@@ -121,21 +121,10 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
 
   auto start = std::chrono::steady_clock::now();
   LoweredNetwork inference = LowerForward(model);
-  Halide::Pipeline forward(inference.logits);
-  absl::Status status = ScheduleForward(model, inference, forward, options.scheduler, target, options.machine);
-  if (!status.ok()) return status;
-  if (options.scheduler != Scheduler::kManual) {
-    // The autoschedulers split the batch of the output with ShiftInwards, tuned for the
-    // compiled batch, and a batch of 1 then writes the output buffer at n = -1 (seen with
-    // Li2018). A plain copy as the output keeps those splits on an intermediate, which Halide
-    // may compute past the batch: the inputs clamp the sample index.
-    const ops::Vars& v = ops::vars();
-    Halide::Func output("logits_output");
-    output(v.f, v.n) = inference.logits(v.f, v.n);
-    output.compute_root().parallel(v.n);
-    forward = Halide::Pipeline(output);
-  }
-  status = Compile(forward, inference.arguments(false), options.output_dir, name + "_forward", target,
+  absl::StatusOr<Halide::Pipeline> forward =
+      ForwardPipeline(model, inference, options.scheduler, target, options.machine);
+  if (!forward.ok()) return forward.status();
+  absl::Status status = Compile(*forward, inference.arguments(false), options.output_dir, name + "_forward", target,
                    options.emit_stmt, SecondsSince(start), report);
   if (!status.ok()) return status;
 
@@ -160,6 +149,25 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
 }
 
 }  // namespace
+
+absl::StatusOr<Halide::Pipeline> ForwardPipeline(const Model& model, const LoweredNetwork& net,
+                                                 Scheduler scheduler, const Halide::Target& target,
+                                                 const MachineOptions& machine) {
+  Halide::Pipeline pipeline(net.logits);
+  absl::Status status = ScheduleForward(model, net, pipeline, scheduler, target, machine);
+  if (!status.ok()) return status;
+  if (scheduler == Scheduler::kManual) return pipeline;
+
+  // The autoschedulers split the batch of the output with ShiftInwards, tuned for the compiled
+  // batch, and a batch of 1 then writes the output buffer at n = -1 (seen with Li2018). A plain
+  // copy as the output keeps those splits on an intermediate, which Halide may compute past the
+  // batch: the inputs clamp the sample index.
+  const ops::Vars& v = ops::vars();
+  Halide::Func output("logits_output");
+  output(v.f, v.n) = net.logits(v.f, v.n);
+  output.compute_root().parallel(v.n);
+  return Halide::Pipeline(output);
+}
 
 Halide::Target HostTarget() {
   Halide::Target target = Halide::get_host_target();

@@ -14,6 +14,7 @@
 
 #include "Halide.h"
 #include "absl/status/statusor.h"
+#include "compiler/lower.h"
 #include "compiler/model.h"
 #include "compiler/schedule/schedule.h"
 
@@ -46,6 +47,12 @@ struct CodegenReport {
 /// VEX-encoded VNNI instructions, which fault (SIGILL) there, so the feature is dropped on CPUs
 /// without AVX-VNNI.
 Halide::Target HostTarget();
+
+/// Schedules the inference function of `net` (lowered from `model` by LowerForward): images and
+/// parameters to logits, as compiled into <name>_forward.
+absl::StatusOr<Halide::Pipeline> ForwardPipeline(const Model& model, const LoweredNetwork& net,
+                                                 Scheduler scheduler, const Halide::Target& target,
+                                                 const MachineOptions& machine = {});
 
 /// Writes into options.output_dir: <name>_{forward,backward,update}.{a,h} and <name>_model.cpp,
 /// which defines and registers the model's kiln::CompiledModel.
