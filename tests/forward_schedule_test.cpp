@@ -1,4 +1,4 @@
-// The inference function under each schedule: the same logits as a plain reference at batches
+// The inference function under each schedule: the same logits as the manual schedule at batches
 // below, at and above a vector of samples, including a batch of one.
 #include <random>
 #include <vector>
