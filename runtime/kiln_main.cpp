@@ -89,30 +89,38 @@ absl::Status ValidateFlags() {
   if (absl::GetFlag(FLAGS_epochs) <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--epochs ", absl::GetFlag(FLAGS_epochs), " must be at least 1"));
   }
+
   if (!std::isfinite(absl::GetFlag(FLAGS_lr)) || !(absl::GetFlag(FLAGS_lr) > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("--lr ", absl::GetFlag(FLAGS_lr), " must be positive and finite"));
   }
+
   const double momentum = absl::GetFlag(FLAGS_momentum);
   if (!(momentum >= 0 && momentum < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("--momentum ", momentum, " must be in [0, 1)"));
   }
+
   if (!std::isfinite(absl::GetFlag(FLAGS_weight_decay)) || !(absl::GetFlag(FLAGS_weight_decay) >= 0)) {
     return absl::InvalidArgumentError(absl::StrCat("--weight-decay ", absl::GetFlag(FLAGS_weight_decay), " must be finite and not negative"));
   }
+
   // Halide's thread pool (Halide 14 runtime, thread_pool_common.h) uses at most 256 threads.
   if (absl::GetFlag(FLAGS_threads) > 256) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", absl::GetFlag(FLAGS_threads),
                                                    " is above Halide's limit of 256"));
   }
+
   if (absl::GetFlag(FLAGS_threads) < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", absl::GetFlag(FLAGS_threads), " must not be negative (0 uses all cores)"));
   }
+
   if (absl::GetFlag(FLAGS_batch_size) < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--batch-size ", absl::GetFlag(FLAGS_batch_size), " must not be negative"));
   }
+
   if (absl::GetFlag(FLAGS_train_limit) < 0 || absl::GetFlag(FLAGS_test_limit) < 0) {
     return absl::InvalidArgumentError("--train-limit and --test-limit must not be negative");
   }
+
   if (absl::GetFlag(FLAGS_resume) && absl::GetFlag(FLAGS_checkpoint).empty()) {
     return absl::InvalidArgumentError("--resume needs --checkpoint PATH");
   }

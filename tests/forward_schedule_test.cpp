@@ -9,27 +9,13 @@
 #include "compiler/model.h"
 #include "compiler/schedule/schedule.h"
 #include "gtest/gtest.h"
+#include "tests/test_models.h"
 
 namespace kiln {
 namespace {
 
-// A LeNet-like model small enough to JIT quickly: both conv → relu → pool chains are fused by
-// the manual schedule's inference path.
 Model SmallLenet() {
-  ModelBuilder net("small_lenet", ModelOptions{16});
-  Tensor x = net.input(1, 12, 12);
-  x = net.conv2d("conv1", x, 4, 3, /*stride=*/1, /*padding=*/1);
-  x = net.relu(x);
-  x = net.max_pool2d(x, 2);
-  x = net.conv2d("conv2", x, 6, 3);
-  x = net.relu(x);
-  x = net.max_pool2d(x, 2);
-  x = net.flatten(x);
-  x = net.dense("fc1", x, 10);
-  x = net.relu(x);
-  x = net.dense("fc2", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+  absl::StatusOr<Model> model = test_models::SmallLenet(16);
   EXPECT_TRUE(model.ok()) << model.status();
   return *model;
 }
@@ -81,9 +67,11 @@ TEST_P(ForwardSchedule, MatchesManualAtEveryBatch) {
 
 TEST(ForwardSchedule, ManualBatchOneMatchesItsRowInABatch) {
   const Model model = SmallLenet();
-  Halide::Buffer<float> one = ForwardLogits(model, Scheduler::kManual, 1);
-  Halide::Buffer<float> many = ForwardLogits(model, Scheduler::kManual, 17);
-  for (int k = 0; k < one.dim(0).extent(); ++k) EXPECT_FLOAT_EQ(one(k, 0), many(k, 0)) << k;
+  Halide::Buffer<float> single = ForwardLogits(model, Scheduler::kManual, 1);
+  Halide::Buffer<float> batched = ForwardLogits(model, Scheduler::kManual, 17);
+  for (int k = 0; k < single.dim(0).extent(); ++k) {
+    EXPECT_FLOAT_EQ(single(k, 0), batched(k, 0)) << "class " << k;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Autoschedulers, ForwardSchedule,

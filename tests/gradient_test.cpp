@@ -33,6 +33,7 @@
 #include "compiler/model.h"
 #include "compiler/schedule/schedule.h"
 #include "gtest/gtest.h"
+#include "tests/test_models.h"
 
 namespace kiln {
 namespace {
@@ -295,6 +296,15 @@ void ExpectGradientsMatchFiniteDifferences(const Model& model, const std::string
   }
 }
 
+// Ends the model of `net` after `x` with flatten → dense(5) named "fc" → cross-entropy over 5
+// classes, and builds it. Tensors keep a pointer to their builder, so `net` is not moved.
+absl::StatusOr<Model> WithDenseHead(ModelBuilder& net, Tensor x) {
+  x = net.flatten(x);
+  x = net.dense("fc", x, 5);
+  net.cross_entropy_loss(x, 5);
+  return std::move(net).build();
+}
+
 // ---- conv2d ----------------------------------------------------------------------------------
 // A conv followed by flatten and dense is linear up to the loss, so no kink lies between v ± ε.
 
@@ -311,10 +321,7 @@ absl::StatusOr<Model> ConvModel(const ConvCase& c) {
   ModelBuilder net(c.name, ModelOptions{c.batch});
   Tensor x = net.input(c.channels, c.height, c.width);
   x = net.conv2d("conv", x, c.out_channels, c.kernel, c.stride, c.padding, c.bias);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  return std::move(net).build();
+  return WithDenseHead(net, x);
 }
 
 void ExpectConvGradients(const ConvCase& c) {
@@ -358,10 +365,7 @@ TEST(ReluGradient, Image) {
   ModelBuilder net("relu_image", ModelOptions{1});
   Tensor x = net.input(3, 5, 7);
   x = net.relu(x);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+  absl::StatusOr<Model> model = WithDenseHead(net, x);
   ASSERT_TRUE(model.ok()) << model.status();
   GradientCheck check;
   check.images = Images::kAwayFromZero;
@@ -393,10 +397,7 @@ TEST(MaxPool2dGradient, Kernel2Stride2) {
   ModelBuilder net("pool_k2_s2", ModelOptions{1});
   Tensor x = net.input(3, 5, 7);
   x = net.max_pool2d(x, 2, 2);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+  absl::StatusOr<Model> model = WithDenseHead(net, x);
   ASSERT_TRUE(model.ok()) << model.status();
   GradientCheck check;
   check.images = Images::kDistinct;
@@ -409,10 +410,7 @@ TEST(MaxPool2dGradient, Kernel3Stride2) {
   ModelBuilder net("pool_k3_s2", ModelOptions{2});
   Tensor x = net.input(3, 5, 7);
   x = net.max_pool2d(x, 3, 2);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+  absl::StatusOr<Model> model = WithDenseHead(net, x);
   ASSERT_TRUE(model.ok()) << model.status();
   GradientCheck check;
   check.batch = 2;
@@ -426,10 +424,7 @@ TEST(MaxPool2dGradient, Kernel3Stride2) {
 TEST(FlattenGradient, Image) {
   ModelBuilder net("flatten_image", ModelOptions{1});
   Tensor x = net.input(3, 5, 7);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+  absl::StatusOr<Model> model = WithDenseHead(net, x);
   ASSERT_TRUE(model.ok()) << model.status();
   ExpectGradientsMatchFiniteDifferences(*model, "flatten", {});
 }
@@ -437,10 +432,7 @@ TEST(FlattenGradient, Image) {
 TEST(FlattenGradient, ChannelsOnly) {
   ModelBuilder net("flatten_channels", ModelOptions{1});
   Tensor x = net.input(6, 1, 1);
-  x = net.flatten(x);
-  x = net.dense("fc", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+  absl::StatusOr<Model> model = WithDenseHead(net, x);
   ASSERT_TRUE(model.ok()) << model.status();
   ExpectGradientsMatchFiniteDifferences(*model, "flatten", {});
 }
@@ -565,20 +557,7 @@ TEST_P(AutoscheduleGradient, MatchesManualOnLenet) {
   const Scheduler scheduler = GetParam();
   const char* name = SchedulerName(scheduler);
   constexpr double kMaxDifference = 1e-5;
-  ModelBuilder net("small_lenet", ModelOptions{3});
-  Tensor x = net.input(1, 12, 12);
-  x = net.conv2d("conv1", x, 4, 3, /*stride=*/1, /*padding=*/1);
-  x = net.relu(x);
-  x = net.max_pool2d(x, 2);
-  x = net.conv2d("conv2", x, 6, 3);
-  x = net.relu(x);
-  x = net.max_pool2d(x, 2);
-  x = net.flatten(x);
-  x = net.dense("fc1", x, 10);
-  x = net.relu(x);
-  x = net.dense("fc2", x, 5);
-  net.cross_entropy_loss(x, 5);
-  absl::StatusOr<Model> model = std::move(net).build();
+  absl::StatusOr<Model> model = test_models::SmallLenet(3);
   ASSERT_TRUE(model.ok()) << model.status();
 
   absl::StatusOr<std::unique_ptr<CompiledModel>> manual =
