@@ -33,13 +33,15 @@ struct CodegenOptions {
 
 /// Compile time of one generated function.
 struct ArtifactTiming {
-  std::string function;         ///< e.g. "lenet5_backward".
+  std::string function;         ///< e.g. "lenet5_s0_train_last"; "(code generation)" for LLVM.
   double schedule_seconds = 0;  ///< Lowering, autodiff and scheduling (autoschedulers search here).
-  double compile_seconds = 0;   ///< Halide's lowering and LLVM code generation.
+  double compile_seconds = 0;   ///< Halide's lowering to a module, or LLVM code generation.
 };
 
 struct CodegenReport {
   std::vector<ArtifactTiming> timings;
+  int segments = 0;           ///< Segments of the model.
+  int distinct_segments = 0;  ///< Segments compiled (identical ones share code).
 };
 
 /// Returns the Halide target of this machine. Halide 14 reports AMD Zen 4 CPUs, which have
@@ -48,14 +50,15 @@ struct CodegenReport {
 /// without AVX-VNNI.
 Halide::Target HostTarget();
 
-/// Schedules the inference function of `net` (lowered from `model` by LowerForward): images and
-/// parameters to logits, as compiled into <name>_forward.
-absl::StatusOr<Halide::Pipeline> ForwardPipeline(const Model& model, const LoweredNetwork& net,
+/// Schedules the pipeline of a lowered segment with `scheduler`. Under an autoscheduler, outputs
+/// with a batch dimension are copied out by a final manual stage (see the NOTE in codegen.cpp).
+absl::StatusOr<Halide::Pipeline> SegmentPipeline(const LoweredSegment& segment,
                                                  Scheduler scheduler, const Halide::Target& target,
                                                  const MachineOptions& machine = {});
 
-/// Writes into options.output_dir: <name>_{forward,backward,update}.{a,h} and <name>_model.cpp,
-/// which defines and registers the model's kiln::CompiledModel.
+/// Writes into options.output_dir: <name>_kernels.{a,h} with the functions of every distinct
+/// segment (lower.h) and the update, and <name>_model.cpp, which defines and registers the
+/// model's kiln::CompiledModel.
 absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOptions& options);
 
 /// Writes the Halide runtime shared by all generated functions as `<path_prefix>.a`.

@@ -69,10 +69,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln-gen: model '%s': %s\n", name.c_str(), std::string(report.status().message()).c_str());
     return 1;
   }
+  double total = 0;
   for (const kiln::ArtifactTiming& t : report->timings) {
-    std::printf("kiln-gen: %s (%s schedule) compiled in %.2f s (scheduling %.2f s, code generation %.2f s)\n",
+    total += t.schedule_seconds + t.compile_seconds;
+    std::printf("kiln-gen: %s (%s schedule): %.2f s (scheduling %.2f s, lowering %.2f s)\n",
                 t.function.c_str(), kiln::SchedulerName(*scheduler),
                 t.schedule_seconds + t.compile_seconds, t.schedule_seconds, t.compile_seconds);
   }
+  std::printf("kiln-gen: %s: %d segments, %d compiled (identical blocks share code), %.1f s in all\n",
+              name.c_str(), report->segments, report->distinct_segments, total);
   return 0;
 }

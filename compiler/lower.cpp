@@ -2,138 +2,299 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 
 namespace kiln {
 namespace {
 
 // Halide names may not contain '.', which PyTorch names use between module and tensor.
-std::string HalideName(const std::string& param_name) {
-  return absl::StrReplaceAll(param_name, {{".", "_"}});
+std::string HalideName(const std::string& name) { return absl::StrReplaceAll(name, {{".", "_"}}); }
+
+// The Region of a tensor of per-sample `shape` (PyTorch order) and `batch` samples, Halide-ordered.
+Halide::Region TensorRegion(const std::vector<int64_t>& shape, Halide::Expr batch) {
+  Halide::Region region;
+  for (size_t d = shape.size(); d-- > 0;) region.push_back({0, static_cast<int>(shape[d])});
+  region.push_back({0, batch});
+  return region;
 }
 
-// Builds inputs, parameters and every layer up to the logits.
-LoweredNetwork LowerLayers(const Model& model) {
-  const ops::Vars& v = ops::vars();
-  LoweredNetwork net;
-  const Layer& input_layer = model.input_layer();
-  net.images = Halide::ImageParam(Halide::Float(32), 4, "images");
-  // The clamp on n lets schedules compute whole vectors of samples past a partial last batch:
-  // those lanes repeat the last sample and never reach an output.
-  net.input = Halide::Func("input");
-  net.input(v.x, v.y, v.c, v.n) =
-      net.images(v.x, v.y, v.c, Halide::clamp(v.n, 0, net.images.dim(3).extent() - 1));
-
-  // Fixed extents let bounds inference and the schedules rely on exact sizes. The batch stays
-  // free, so one function serves full batches and the last partial one.
-  for (int d = 0; d < 3; ++d) {
-    const int extent = static_cast<int>(input_layer.output_shape[2 - d]);
-    net.images.dim(d).set_bounds(0, extent).set_estimate(0, extent);
+// A float tensor argument with fixed per-sample extents and a free batch.
+Halide::ImageParam TensorParam(Halide::Type type, const std::vector<int64_t>& shape, int batch,
+                               const std::string& name) {
+  const int rank = static_cast<int>(shape.size());
+  Halide::ImageParam p(type, rank + 1, name);
+  for (int d = 0; d < rank; ++d) {
+    const int extent = static_cast<int>(shape[rank - 1 - d]);
+    p.dim(d).set_bounds(0, extent).set_estimate(0, extent);
   }
-  net.images.dim(3).set_min(0).set_estimate(0, model.batch_size);
-  net.images.dim(0).set_stride(1);
+  p.dim(rank).set_min(0).set_estimate(0, batch);
+  p.dim(0).set_stride(1);
+  return p;
+}
 
-  for (const Param& p : model.params) {
-    const int dims = static_cast<int>(p.shape.size());
-    Halide::ImageParam param(Halide::Float(32), dims, HalideName(p.name));
-    for (int d = 0; d < dims; ++d) {
-      const int extent = static_cast<int>(p.shape[dims - 1 - d]);
-      param.dim(d).set_bounds(0, extent).set_estimate(0, extent);
-    }
-    std::vector<Halide::Var> vars(dims);
-    std::vector<Halide::Expr> call(vars.begin(), vars.end());
-    Halide::Func wrapper(HalideName(p.name) + "_value");
-    wrapper(vars) = param(call);
-    net.params.push_back(param);
-    net.param_funcs.push_back(wrapper);
+// Reads `p` with the sample index clamped to the batch, so schedules may compute whole vectors
+// of samples past a partial last batch: those lanes repeat the last sample and never reach an
+// output.
+Halide::Func ClampedBatch(const Halide::ImageParam& p, const std::string& name) {
+  std::vector<Halide::Var> args = ops::TensorVars(p.dimensions() == 4 ? 3 : 1);
+  if (p.dimensions() == 1) args = {ops::vars().n};
+  std::vector<Halide::Expr> call(args.begin(), args.end());
+  const int last = p.dimensions() - 1;
+  call[last] = Halide::clamp(args[last], 0, p.dim(last).extent() - 1);
+  Halide::Func f(name);
+  f(args) = p(call);
+  return f;
+}
+
+// A parameter or running statistic: the ImageParam and the wrapper Func that ops read.
+std::pair<Halide::ImageParam, Halide::Func> StateParam(const Param& p) {
+  const int dims = static_cast<int>(p.shape.size());
+  Halide::ImageParam param(Halide::Float(32), dims, HalideName(p.name));
+  for (int d = 0; d < dims; ++d) {
+    const int extent = static_cast<int>(p.shape[dims - 1 - d]);
+    param.dim(d).set_bounds(0, extent).set_estimate(0, extent);
   }
+  std::vector<Halide::Var> vars(dims);
+  std::vector<Halide::Expr> call(vars.begin(), vars.end());
+  Halide::Func wrapper(HalideName(p.name) + "_value");
+  wrapper(vars) = param(call);
+  return {param, wrapper};
+}
 
-  auto param_func = [&](const Layer& layer, size_t i) {
-    return i < layer.params.size() ? net.param_funcs[layer.params[i]] : Halide::Func();
+Halide::Region ShapeRegion(const std::vector<int64_t>& shape) {
+  Halide::Region region;
+  for (size_t d = shape.size(); d-- > 0;) region.push_back({0, static_cast<int>(shape[d])});
+  return region;
+}
+
+// Lowers the layers of `s` up to (not including) the loss.
+void LowerLayers(LoweredSegment& s, const ops::Context& context) {
+  const Model& model = *s.model;
+  auto func_of = [&](int layer) {
+    return layer == s.segment.input ? s.input_func : s.layers.at(layer).output;
   };
-  net.layers.resize(model.layers.size());
-  net.layers[0] = {net.input, {}};
-  for (size_t i = 1; i < model.layers.size(); ++i) {
+  int dropout_salt = 0;
+  for (int i = s.segment.first; i <= s.segment.last; ++i) {
     const Layer& layer = model.layers[i];
-    if (layer.kind == OpKind::kCrossEntropyLoss) break;
-    const std::vector<int64_t>& in_shape = model.layers[layer.input].output_shape;
-    Halide::Func in = net.layers[layer.input].output;
+    if (IsLoss(layer.kind)) break;
+    const std::vector<int64_t>& in_shape = model.layers[layer.input()].output_shape;
+    Halide::Func in = func_of(layer.input());
+    auto param = [&](size_t k) {
+      if (k >= layer.params.size()) return Halide::Func();
+      for (size_t j = 0; j < s.param_indices.size(); ++j) {
+        if (s.param_indices[j] == layer.params[k]) return s.param_funcs[j];
+      }
+      return Halide::Func();
+    };
+    auto buffer = [&](size_t k) {
+      for (size_t j = 0; j < s.buffer_indices.size(); ++j) {
+        if (s.buffer_indices[j] == layer.buffers[k]) {
+          return Halide::Func(s.buffers[j]);
+        }
+      }
+      return Halide::Func();
+    };
+    ops::LoweredLayer lowered;
     switch (layer.kind) {
-      case OpKind::kConv2d:
-        net.layers[i] = ops::Conv2d(layer, in_shape, in, param_func(layer, 0), param_func(layer, 1));
+      case OpKind::kConv2d: lowered = ops::Conv2d(layer, in_shape, in, param(0), param(1)); break;
+      case OpKind::kRelu:
+      case OpKind::kLeakyRelu:
+      case OpKind::kSigmoid:
+      case OpKind::kTanh: lowered = ops::Activation(layer, in); break;
+      case OpKind::kMaxPool2d:
+      case OpKind::kAvgPool2d: lowered = ops::Pool2d(layer, in_shape, in); break;
+      case OpKind::kAdaptiveAvgPool2d: lowered = ops::GlobalAvgPool2d(layer, in_shape, in); break;
+      case OpKind::kFlatten: lowered = ops::Flatten(layer, in_shape, in); break;
+      case OpKind::kDense: lowered = ops::Dense(layer, in_shape, in, param(0), param(1)); break;
+      case OpKind::kAdd: lowered = ops::Add(layer, in, func_of(layer.inputs[1])); break;
+      case OpKind::kConcat: {
+        std::vector<Halide::Func> ins;
+        std::vector<int64_t> channels;
+        for (int input : layer.inputs) {
+          ins.push_back(func_of(input));
+          channels.push_back(model.layers[input].output_shape[0]);
+        }
+        lowered = ops::Concat(layer, ins, channels);
         break;
-      case OpKind::kRelu: net.layers[i] = ops::Relu(layer, in_shape, in); break;
-      case OpKind::kMaxPool2d: net.layers[i] = ops::MaxPool2d(layer, in); break;
-      case OpKind::kFlatten: net.layers[i] = ops::Flatten(layer, in_shape, in); break;
-      case OpKind::kDense:
-        net.layers[i] = ops::Dense(layer, in_shape, in, param_func(layer, 0), param_func(layer, 1));
+      }
+      case OpKind::kDropout:
+        lowered = ops::Dropout(layer, in_shape, in, context, dropout_salt++);
         break;
+      case OpKind::kBatchNorm2d:
+      case OpKind::kBatchNorm1d: {
+        // backward has no running statistics: training never reads them, only updates them.
+        Halide::Func mean = s.buffers.empty() ? Halide::Func() : buffer(0);
+        Halide::Func var = s.buffers.empty() ? Halide::Func() : buffer(1);
+        if (!mean.defined()) {
+          mean = Halide::Func(layer.name + "_unused_mean");
+          mean(ops::vars().c) = 0.0f;
+          var = Halide::Func(layer.name + "_unused_var");
+          var(ops::vars().c) = 1.0f;
+        }
+        lowered = ops::BatchNorm(layer, in_shape, in, param(0), param(1), mean, var, context);
+        break;
+      }
       case OpKind::kInput:
-      case OpKind::kCrossEntropyLoss: break;
+      case OpKind::kCrossEntropyLoss:
+      case OpKind::kMseLoss:
+      case OpKind::kL1Loss:
+      case OpKind::kBceWithLogitsLoss: break;
     }
+    s.layers[i] = lowered;
+    for (const Halide::Func& f : lowered.new_buffers) s.new_buffers.push_back(f);
   }
-  net.logits = net.layers[model.loss_layer().input].output;
-  return net;
 }
 
 }  // namespace
 
-std::vector<Halide::Argument> LoweredNetwork::arguments(bool training) const {
-  std::vector<Halide::Argument> args = {images};
-  if (training) args.push_back(labels);
+const char* LowerModeName(LowerMode mode) {
+  switch (mode) {
+    case LowerMode::kForward: return "forward";
+    case LowerMode::kTrainForward: return "train_forward";
+    case LowerMode::kBackward: return "backward";
+    case LowerMode::kTrainLast: return "train_last";
+  }
+  return "unknown";
+}
+
+std::vector<Halide::Argument> LoweredSegment::arguments() const {
+  std::vector<Halide::Argument> args = {input};
+  if (mode == LowerMode::kTrainLast) args.push_back(targets);
   for (const Halide::ImageParam& p : params) args.push_back(p);
+  if (mode != LowerMode::kBackward) {
+    for (const Halide::ImageParam& b : buffers) args.push_back(b);
+  }
+  if (mode != LowerMode::kForward) args.push_back(seed);
+  if (mode == LowerMode::kBackward) args.push_back(output_grad);
   return args;
 }
 
-std::vector<Halide::Func> LoweredNetwork::training_outputs() const {
-  std::vector<Halide::Func> outputs = {loss.loss, loss.correct};
-  outputs.insert(outputs.end(), grads.begin(), grads.end());
-  return outputs;
+std::vector<Halide::Func> LoweredSegment::outputs() const {
+  std::vector<Halide::Func> out;
+  switch (mode) {
+    case LowerMode::kForward: out = {output}; break;
+    case LowerMode::kTrainForward:
+      out = {output};
+      out.insert(out.end(), new_buffers.begin(), new_buffers.end());
+      break;
+    case LowerMode::kBackward:
+      if (!first) out.push_back(input_grad);
+      out.insert(out.end(), grads.begin(), grads.end());
+      break;
+    case LowerMode::kTrainLast:
+      out = {loss.loss, loss.correct};
+      if (!first) out.push_back(input_grad);
+      out.insert(out.end(), grads.begin(), grads.end());
+      out.insert(out.end(), new_buffers.begin(), new_buffers.end());
+      break;
+  }
+  return out;
 }
 
-LoweredNetwork LowerForward(const Model& model) {
-  LoweredNetwork net = LowerLayers(model);
-  const int classes = static_cast<int>(model.loss_layer().num_classes);
-  net.logits.set_estimates({{0, classes}, {0, model.batch_size}});
-  return net;
-}
+LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
+  LoweredSegment s;
+  s.model = &model;
+  s.index = index;
+  s.segment = model.segments[index];
+  s.mode = mode;
+  s.first = s.segment.input == 0;
+  s.last = index + 1 == static_cast<int>(model.segments.size());
 
-LoweredNetwork LowerTraining(const Model& model) {
-  LoweredNetwork net = LowerLayers(model);
-  net.labels = Halide::ImageParam(Halide::Int(32), 1, "labels");
-  net.labels.dim(0).set_min(0).set_estimate(0, model.batch_size);
-  Halide::Func labels("label");
-  labels(ops::vars().n) = net.labels(Halide::clamp(ops::vars().n, 0, net.labels.dim(0).extent() - 1));
+  const std::vector<int64_t>& in_shape = model.layers[s.segment.input].output_shape;
+  s.input = TensorParam(Halide::Float(32), in_shape, model.batch_size, s.first ? "images" : "input");
+  s.input_func = ClampedBatch(s.input, s.first ? "input_batch" : "segment_input");
+  const Halide::Expr batch = s.input.dim(static_cast<int>(in_shape.size())).extent();
 
-  net.loss = ops::CrossEntropyLoss(model.loss_layer().num_classes, net.images.dim(3).extent(),
-                                   net.logits, labels);
-  net.loss.loss.set_estimates({});
-  net.loss.correct.set_estimates({});
-
-  // Reverse mode from the scalar loss: one adjoint Func per forward Func and per parameter.
-  Halide::Derivative d = Halide::propagate_adjoints(net.loss.loss);
-  for (size_t i = 0; i < model.params.size(); ++i) {
-    const Param& p = model.params[i];
-    const int dims = static_cast<int>(p.shape.size());
-    std::vector<Halide::Var> vars(dims);
-    std::vector<Halide::Expr> call(vars.begin(), vars.end());
-    Halide::Func grad(HalideName(p.name) + "_grad");
-    grad(vars) = d(net.param_funcs[i])(call);
-    Halide::Region estimates;
-    for (int k = 0; k < dims; ++k) estimates.push_back({0, static_cast<int>(p.shape[dims - 1 - k])});
-    grad.set_estimates(estimates);
-    net.grads.push_back(grad);
+  for (int i = s.segment.first; i <= s.segment.last; ++i) {
+    for (int p : model.layers[i].params) {
+      auto [param, wrapper] = StateParam(model.params[p]);
+      s.param_indices.push_back(p);
+      s.params.push_back(param);
+      s.param_funcs.push_back(wrapper);
+    }
+    if (mode == LowerMode::kBackward) continue;
+    for (int b : model.layers[i].buffers) {
+      s.buffer_indices.push_back(b);
+      s.buffers.push_back(StateParam(model.buffers[b]).first);
+    }
   }
 
-  const ops::Vars& v = ops::vars();
-  net.input_grad = Halide::Func("images_grad");
-  net.input_grad(v.x, v.y, v.c, v.n) = d(net.input)(v.x, v.y, v.c, v.n);
-  const std::vector<int64_t>& shape = model.input_layer().output_shape;  // {C, H, W}
-  net.input_grad.set_estimates({{0, static_cast<int>(shape[2])},
-                                {0, static_cast<int>(shape[1])},
-                                {0, static_cast<int>(shape[0])},
-                                {0, model.batch_size}});
-  return net;
+  const ops::Context context{mode != LowerMode::kForward, batch, s.seed};
+  LowerLayers(s, context);
+  const Layer& last_layer = model.layers[s.segment.last];
+  const int output_layer = IsLoss(last_layer.kind) ? last_layer.input() : s.segment.last;
+  // A copy, so schedules may store the layer in any order while the output buffer keeps the
+  // caller's PyTorch layout.
+  const std::vector<int64_t>& out_shape = model.layers[output_layer].output_shape;
+  std::vector<Halide::Var> out_vars = ops::TensorVars(out_shape.size());
+  s.output = Halide::Func(s.last ? "prediction_output" : "output");
+  s.output(out_vars) = s.layers.at(output_layer).output(out_vars);
+  s.output.set_estimates(TensorRegion(out_shape, model.batch_size));
+  for (size_t b = 0; b < s.new_buffers.size(); ++b) {
+    s.new_buffers[b].set_estimates(ShapeRegion(model.buffers[s.buffer_indices[b]].shape));
+  }
+  if (mode == LowerMode::kForward || mode == LowerMode::kTrainForward) return s;
+
+  Halide::Func adjoint_of;  // What reverse mode starts from: the loss, or the output's adjoint.
+  if (mode == LowerMode::kTrainLast) {
+    const Layer& loss = model.loss_layer();
+    if (model.target_kind() == TargetKind::kClassLabels) {
+      s.targets = Halide::ImageParam(Halide::Int(32), 1, "labels");
+      s.targets.dim(0).set_min(0).set_estimate(0, model.batch_size);
+      s.loss = ops::CrossEntropyLoss(loss, context, s.output, ClampedBatch(s.targets, "label"));
+    } else {
+      s.targets = TensorParam(Halide::Float(32), out_shape, model.batch_size, "targets");
+      s.loss = ops::RegressionLoss(loss, out_shape, context, s.output,
+                                   ClampedBatch(s.targets, "target"));
+    }
+    s.loss.loss.set_estimates({});
+    s.loss.correct.set_estimates({});
+  } else {
+    s.output_grad = TensorParam(Halide::Float(32), out_shape, model.batch_size, "output_grad");
+    adjoint_of = ClampedBatch(s.output_grad, "output_adjoint");
+  }
+  // Reverse mode from the scalar loss or from the given output adjoint: one adjoint Func per
+  // forward Func and per parameter.
+  const Halide::Derivative d =
+      mode == LowerMode::kTrainLast
+          ? Halide::propagate_adjoints(s.loss.loss)
+          : Halide::propagate_adjoints(s.output, adjoint_of, TensorRegion(out_shape, batch));
+
+  for (size_t i = 0; i < s.params.size(); ++i) {
+    const Param& p = model.params[s.param_indices[i]];
+    std::vector<Halide::Var> vars(p.shape.size());
+    std::vector<Halide::Expr> call(vars.begin(), vars.end());
+    Halide::Func grad(HalideName(p.name) + "_grad");
+    grad(vars) = d(s.param_funcs[i])(call);
+    grad.set_estimates(ShapeRegion(p.shape));
+    s.grads.push_back(grad);
+  }
+  std::vector<Halide::Var> vars = ops::TensorVars(in_shape.size());
+  s.input_grad = Halide::Func(s.first ? "images_grad" : "input_grad");
+  s.input_grad(vars) = d(s.input_func)(vars);
+  s.input_grad.set_estimates(TensorRegion(in_shape, model.batch_size));
+  return s;
+}
+
+std::string SegmentSignature(const Model& model, int index) {
+  const Segment& segment = model.segments[index];
+  auto shape = [](const std::vector<int64_t>& s) { return absl::StrJoin(s, "x"); };
+  std::string signature = absl::StrCat(
+      "in=", shape(model.layers[segment.input].output_shape), segment.input == 0 ? " first" : "",
+      index + 1 == static_cast<int>(model.segments.size()) ? " last" : "", ";");
+  for (int i = segment.first; i <= segment.last; ++i) {
+    const Layer& l = model.layers[i];
+    std::vector<std::string> inputs;
+    for (int in : l.inputs) inputs.push_back(in == segment.input ? "in" : absl::StrCat(in - segment.first));
+    absl::StrAppend(&signature, OpName(l.kind), "(", absl::StrJoin(inputs, ","), ") ",
+                    shape(l.output_shape), " ", l.out_channels, " ", l.kernel_size, " ", l.stride,
+                    " ", l.padding, " ", l.dilation, " ", l.groups, " ", l.bias, l.ceil_mode,
+                    l.count_include_pad, l.target_is_input, " ", l.negative_slope, " ", l.p, " ",
+                    l.eps, " ", l.momentum, " ", l.label_smoothing, " ", l.num_classes, ";");
+  }
+  return signature;
 }
 
 std::vector<Halide::Argument> LoweredUpdate::arguments() const {

@@ -1,14 +1,28 @@
 /** \file
- * Lowering: a Model becomes Halide Funcs for inference, for a training step (forward, mean
- * cross-entropy, and the gradient of every parameter from Halide::propagate_adjoints), and for the
- * parameter update. Nothing here is scheduled; see compiler/schedule/schedule.h.
+ * Lowering: each segment of a Model (see Segment in model.h) becomes Halide Funcs for inference
+ * or for training, and the training Funcs are differentiated with Halide::propagate_adjoints.
+ * Nothing here is scheduled; see compiler/schedule/schedule.h.
  *
- *   kiln::LoweredNetwork net = kiln::LowerTraining(model);
- *   Halide::Pipeline p(net.training_outputs());
+ * A model compiles to up to four functions per distinct segment:
+ *   forward        input, params, stats                  → output (evaluation mode)
+ *   train_forward  input, params, stats, seed            → output, new stats
+ *   backward       input, params, seed, d output        → d input, d params
+ *   train_last     input, targets, params, stats, seed   → loss, correct, d input, d params,
+ *                  (the last segment only)                  new stats
+ * where stats are the running statistics of its batch_norm layers.
+ * The backward functions recompute their segment's forward pass from its input, so only segment
+ * boundaries are stored between the passes; dropout masks come from `seed` and repeat exactly.
+ * The first segment has no d input. A model without blocks is one segment: LeNet-5 compiles to
+ * forward and train_last only, as one fused pipeline each.
+ *
+ *   kiln::LoweredSegment s = kiln::LowerSegment(model, 0, kiln::LowerMode::kTrainLast);
+ *   Halide::Pipeline p(s.outputs());
  */
 #ifndef KILN_COMPILER_LOWER_H_
 #define KILN_COMPILER_LOWER_H_
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "Halide.h"
@@ -17,33 +31,51 @@
 
 namespace kiln {
 
-/// The Funcs of one lowered model. Each call to a Lower* function makes fresh Funcs, so inference
-/// and training pipelines can carry different schedules.
-struct LoweredNetwork {
-  Halide::ImageParam images;  ///< float (x, y, c, n): the batch, PyTorch NCHW memory.
-  Halide::ImageParam labels;  ///< int32 (n); training only.
-  std::vector<Halide::ImageParam> params;  ///< One per Model::params, dimensions reversed.
-  std::vector<Halide::Func> param_funcs;   ///< Wrappers of `params` that autodiff differentiates.
-  Halide::Func input;                      ///< Wrapper of `images`.
-  std::vector<ops::LoweredLayer> layers;   ///< Indexed like Model::layers.
-  Halide::Func logits;                     ///< float (class, n).
+enum class LowerMode { kForward, kTrainForward, kBackward, kTrainLast };
+const char* LowerModeName(LowerMode mode);  ///< "forward", "train_forward", ...
 
-  // Training only.
-  ops::CrossEntropy loss;
-  std::vector<Halide::Func> grads;  ///< d loss / d param, one per Model::params, same dimensions.
-  Halide::Func input_grad;          ///< d loss / d images; used by tests, not compiled by default.
+/// The Funcs of one lowered segment. Each call makes fresh Funcs, so pipelines can carry
+/// different schedules. Tensors are Halide-ordered: (x, y, c, n) or (f, n).
+struct LoweredSegment {
+  const Model* model = nullptr;
+  int index = 0;  ///< Into Model::segments.
+  Segment segment;
+  LowerMode mode = LowerMode::kForward;
+  bool first = false;  ///< Reads the model input.
+  bool last = false;   ///< Ends in the loss.
 
-  /// Arguments of the compiled functions in order: images, [labels,] params...
-  std::vector<Halide::Argument> arguments(bool training) const;
-  /// Outputs of the training step: loss, correct, grads...
-  std::vector<Halide::Func> training_outputs() const;
+  Halide::ImageParam input;    ///< float; "images" in the first segment.
+  Halide::ImageParam targets;  ///< train_last: int32 (n) labels or float like the prediction.
+  std::vector<int> param_indices;  ///< Into Model::params, in the segment's order.
+  std::vector<Halide::ImageParam> params;
+  std::vector<Halide::Func> param_funcs;  ///< Wrappers of `params` that autodiff differentiates.
+  std::vector<int> buffer_indices;        ///< Into Model::buffers.
+  std::vector<Halide::ImageParam> buffers;  ///< Running statistics (not read by backward).
+  Halide::Param<uint32_t> seed{"seed"};     ///< Training: the dropout seed of this step.
+  Halide::Func input_func;                  ///< Wrapper of `input` (clamps the sample index).
+  std::map<int, ops::LoweredLayer> layers;  ///< By Model::layers index.
+  Halide::Func output;  ///< The last layer before the loss (the prediction in the last segment).
+
+  // Training.
+  std::vector<Halide::Func> new_buffers;  ///< Updated running statistics, one per buffer.
+  ops::LossFuncs loss;                    ///< train_last.
+  Halide::ImageParam output_grad;         ///< backward: d loss / d output.
+  std::vector<Halide::Func> grads;        ///< d loss / d param, one per `params`.
+  Halide::Func input_grad;                ///< d loss / d input (defined except in the first).
+
+  /// Arguments of the compiled function in order (see the file comment).
+  std::vector<Halide::Argument> arguments() const;
+  /// Outputs of the compiled function in order (see the file comment).
+  std::vector<Halide::Func> outputs() const;
 };
 
-/// Lowers the inference path: images and parameters to logits.
-LoweredNetwork LowerForward(const Model& model);
+/// Lowers segment `index` of `model` in `mode`. kTrainLast applies to the last segment only,
+/// kTrainForward and kBackward to the others.
+LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode);
 
-/// Lowers the training step and differentiates it with Halide::propagate_adjoints.
-LoweredNetwork LowerTraining(const Model& model);
+/// A string that is equal for two segments exactly when they compile to the same code: the
+/// ops, attributes, shapes and wiring, without names.
+std::string SegmentSignature(const Model& model, int index);
 
 /// The SGD update as torch.optim.SGD (dampening 0, no Nesterov) on flat parameter arrays:
 ///   g = grad + weight_decay · param;  v = momentum · v + g;  param = param − lr · v.

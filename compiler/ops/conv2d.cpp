@@ -8,6 +8,12 @@ const Vars& vars() {
   return v;
 }
 
+std::vector<Halide::Var> TensorVars(size_t rank) {
+  const Vars& v = vars();
+  if (rank == 1) return {v.f, v.n};
+  return {v.x, v.y, v.c, v.n};
+}
+
 LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Halide::Func in,
                     Halide::Func weight, Halide::Func bias) {
   const Vars& v = vars();
@@ -17,6 +23,10 @@ LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   const int k = static_cast<int>(layer.kernel_size);
   const int stride = static_cast<int>(layer.stride);
   const int pad = static_cast<int>(layer.padding);
+  const int dilation = static_cast<int>(layer.dilation);
+  const int groups = static_cast<int>(layer.groups);
+  const int group_in = in_channels / groups;
+  const int group_out = static_cast<int>(layer.out_channels) / groups;
 
   // The input reads as zero outside its W x H extent, so padded and over-computed (vector tail)
   // positions never read another sample's memory.
@@ -25,7 +35,7 @@ LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
       v.x >= 0 && v.x < width && v.y >= 0 && v.y < height,
       in(Halide::clamp(v.x, 0, width - 1), Halide::clamp(v.y, 0, height - 1), v.c, v.n), 0.0f);
 
-  Halide::RDom r(0, k, 0, k, 0, in_channels, layer.name + "_r");
+  Halide::RDom r(0, k, 0, k, 0, group_in, layer.name + "_r");
   Halide::Func conv(layer.name);
   conv(v.x, v.y, v.c, v.n) = bias.defined() ? bias(v.c) : Halide::Expr(0.0f);
 
@@ -35,8 +45,12 @@ LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   const bool single_output = layer.output_shape[1] == 1 && layer.output_shape[2] == 1;
   Halide::Expr x = single_output ? Halide::Expr(0) : Halide::Expr(v.x);
   Halide::Expr y = single_output ? Halide::Expr(0) : Halide::Expr(v.y);
+  // Without groups the input channel is the reduction variable itself, which keeps the
+  // autodiff's input gradient a gather.
+  Halide::Expr channel = groups == 1 ? Halide::Expr(r.z) : (v.c / group_out) * group_in + r.z;
   conv(v.x, v.y, v.c, v.n) +=
-      weight(r.x, r.y, r.z, v.c) * padded(x * stride + r.x - pad, y * stride + r.y - pad, r.z, v.n);
+      weight(r.x, r.y, r.z, v.c) *
+      padded(x * stride + r.x * dilation - pad, y * stride + r.y * dilation - pad, channel, v.n);
   return {conv, {padded}};
 }
 

@@ -146,53 +146,78 @@ void ScheduleLogitsOutput(Func logits) {
   logits.update().parallel(v.n).vectorize(v.f, kLanes, TailStrategy::GuardWithIf);
 }
 
-// Schedules the output Func of every layer and every conv's padded input. With `fuse_pools`
-// (inference), conv → relu → max_pool2d chains are computed inside the pool.
-void ScheduleLayers(const Model& model, const LoweredNetwork& net, bool fuse_pools) {
-  const Halide::Expr small_batch =
-      fuse_pools ? net.images.dim(3).extent() < kSmallBatch : Halide::Expr();
-  std::vector<int> consumers(model.layers.size(), 0);
-  for (size_t i = 1; i < model.layers.size(); ++i) ++consumers[model.layers[i].input];
+// A segment's output is a copy in the caller's layout, (x, y, c, n) or (f, n): parallel over
+// its outermost dimension and vectorized across x or features, with guarded tails.
+void ScheduleOutputCopy(Func f) {
+  std::vector<Var> args = f.args();
+  f.compute_root().parallel(args.back()).vectorize(args[0], kLanes, TailStrategy::GuardWithIf);
+}
 
-  for (size_t i = 1; i < model.layers.size(); ++i) {
+// Schedules the output Func of every layer and every conv's padded input; elementwise ops
+// (activations, add, concat, dropout, normalization) are inlined into their consumers. With
+// `fuse_pools` (inference), conv → relu → max_pool2d chains are computed inside the pool.
+void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
+  const Model& model = *s.model;
+  const Halide::Expr small_batch =
+      fuse_pools ? s.input.dim(s.input.dimensions() - 1).extent() < kSmallBatch : Halide::Expr();
+  std::vector<int> consumers(model.layers.size(), 0);
+  for (const Layer& layer : model.layers) {
+    for (int in : layer.inputs) ++consumers[in];
+  }
+  auto param_func = [&](int param) {
+    for (size_t j = 0; j < s.param_indices.size(); ++j) {
+      if (s.param_indices[j] == param) return s.param_funcs[j];
+    }
+    return Func();
+  };
+
+  Func prediction;
+  for (const auto& [i, lowered] : s.layers) {
     const Layer& layer = model.layers[i];
-    const ops::LoweredLayer& lowered = net.layers[i];
     switch (layer.kind) {
       case OpKind::kConv2d:
         ScheduleBatchInnermost(lowered.stages[0], small_batch);  // the zero-padded input
         ScheduleBatchInnermost(lowered.output, small_batch);
         break;
-      case OpKind::kMaxPool2d: {
-        const Layer& relu = model.layers[layer.input];
-        const bool after_conv_relu = relu.kind == OpKind::kRelu && consumers[layer.input] == 1 &&
-                                     model.layers[relu.input].kind == OpKind::kConv2d &&
-                                     consumers[relu.input] == 1;
-        if (fuse_pools && after_conv_relu) {
-          ScheduleConvPool(lowered.output, net.layers[relu.input].output, small_batch);
+      case OpKind::kMaxPool2d:
+      case OpKind::kAvgPool2d: {
+        const int relu_index = layer.input();
+        const Layer& relu = model.layers[relu_index];
+        const bool after_conv_relu =
+            s.layers.count(relu_index) != 0 && relu.kind == OpKind::kRelu &&
+            consumers[relu_index] == 1 && s.layers.count(relu.input()) != 0 &&
+            model.layers[relu.input()].kind == OpKind::kConv2d && consumers[relu.input()] == 1;
+        if (fuse_pools && after_conv_relu && lowered.stages.empty()) {
+          ScheduleConvPool(lowered.output, s.layers.at(relu.input()).output, small_batch);
         } else {
           ScheduleBatchInnermost(lowered.output, small_batch);
         }
         break;
       }
+      case OpKind::kAdaptiveAvgPool2d: ScheduleBatchInnermost(lowered.stages[0], small_batch); break;
+      case OpKind::kBatchNorm2d:
+      case OpKind::kBatchNorm1d:
+        for (Func stage : lowered.stages) stage.compute_root();  // per-channel statistics
+        break;
       case OpKind::kDense:
-        if (!fuse_pools || lowered.output.name() != net.logits.name()) {
+        if (fuse_pools && s.last && i == model.loss_layer().input()) {
+          prediction = lowered.output;
+        } else {
           ScheduleBatchInnermost(lowered.output, small_batch);
         }
         if (fuse_pools) {
           // Weights stored transposed, output features innermost, so small batches load them
           // as vectors across features instead of gathering one per in_features stride.
-          Func weight = net.param_funcs[layer.params[0]];
+          Func weight = param_func(layer.params[0]);
           std::vector<Var> w = weight.args();  // (in, out)
           weight.compute_root().reorder_storage(w[1], w[0]);
         }
         break;
-      case OpKind::kInput:
-      case OpKind::kRelu:
-      case OpKind::kFlatten:
-      case OpKind::kCrossEntropyLoss: break;  // inlined
+      default: break;  // inlined
     }
   }
-  if (fuse_pools) ScheduleLogitsOutput(net.logits);
+  if (prediction.defined()) ScheduleLogitsOutput(prediction);
+  ScheduleOutputCopy(s.output);
 }
 
 // ---- gradients (adjoints from propagate_adjoints) ---------------------------------------------
@@ -259,23 +284,20 @@ void ScheduleParameterGradient(Func f) {
 
 }  // namespace
 
-void ManualForward(const Model& model, const LoweredNetwork& net, const Halide::Target&) {
-  ScheduleLayers(model, net, /*fuse_pools=*/true);
-}
-
-void ManualTraining(const Model& model, const LoweredNetwork& net, Halide::Pipeline& pipeline,
-                    const Halide::Target&) {
-  ScheduleLayers(model, net, /*fuse_pools=*/false);
-  for (const Halide::Func& stage : net.loss.stages) {
+void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Halide::Target&) {
+  ScheduleLayers(s, /*fuse_pools=*/s.mode == LowerMode::kForward);
+  if (s.mode == LowerMode::kForward || s.mode == LowerMode::kTrainForward) return;
+  for (const Halide::Func& stage : s.loss.stages) {
     if (!ScheduleBatchInnermost(stage)) Func(stage).compute_root();
   }
+  if (s.input_grad.defined() && !s.first) ScheduleOutputCopy(s.input_grad);
 
   std::vector<Halide::Internal::Function> outputs;
   for (const Halide::Func& f : pipeline.outputs()) outputs.push_back(f.function());
   for (const auto& [name, function] : Halide::Internal::build_environment(outputs)) {
     if (name.find("_d_def__") == std::string::npos) continue;
     bool of_parameter = false;
-    for (const Halide::Func& p : net.param_funcs) of_parameter |= name.rfind(p.name() + "_", 0) == 0;
+    for (const Halide::Func& p : s.param_funcs) of_parameter |= name.rfind(p.name() + "_", 0) == 0;
     Func f(function);
     if (of_parameter) {
       ScheduleParameterGradient(f);

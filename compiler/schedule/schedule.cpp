@@ -35,17 +35,24 @@ namespace internal {
 // those loops long enough that Adams2019 does not unroll them.
 constexpr int kAdams2019BatchEstimate = 1024;
 
-void EstimateLargeBatch(const Model& model, const LoweredNetwork& net) {
-  Halide::ImageParam images = net.images;
-  images.dim(3).set_estimate(0, kAdams2019BatchEstimate);
-  if (net.labels.defined()) {
-    Halide::ImageParam labels = net.labels;
-    labels.dim(0).set_estimate(0, kAdams2019BatchEstimate);
-  } else {
-    Halide::Func logits = net.logits;
-    logits.set_estimates({{0, static_cast<int>(model.loss_layer().num_classes)},
-                          {0, kAdams2019BatchEstimate}});
-  }
+void EstimateLargeBatch(const LoweredSegment& s) {
+  auto large_input = [](Halide::ImageParam p) {
+    if (p.defined()) p.dim(p.dimensions() - 1).set_estimate(0, kAdams2019BatchEstimate);
+  };
+  large_input(s.input);
+  large_input(s.targets);
+  large_input(s.output_grad);
+  auto large_output = [](Halide::Func f, const std::vector<int64_t>& shape) {
+    if (!f.defined()) return;
+    Halide::Region region;
+    for (size_t d = shape.size(); d-- > 0;) region.push_back({0, static_cast<int>(shape[d])});
+    region.push_back({0, kAdams2019BatchEstimate});
+    f.set_estimates(region);
+  };
+  const Layer& last = s.model->layers[s.segment.last];
+  const int output_layer = IsLoss(last.kind) ? last.input() : s.segment.last;
+  large_output(s.output, s.model->layers[output_layer].output_shape);
+  large_output(s.input_grad, s.model->layers[s.segment.input].output_shape);
 }
 
 absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
@@ -87,21 +94,11 @@ absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
 
 }  // namespace internal
 
-absl::Status ScheduleForward(const Model& model, const LoweredNetwork& net,
-                             Halide::Pipeline& pipeline, Scheduler scheduler,
-                             const Halide::Target& target, const MachineOptions& machine) {
-  if (scheduler == Scheduler::kAdams2019) internal::EstimateLargeBatch(model, net);
-  if (scheduler != Scheduler::kManual) {
-    return internal::AutoSchedule(pipeline, scheduler, target, machine);
-  }
-  internal::ManualForward(model, net, target);
-  return absl::OkStatus();
-}
-
-absl::Status ScheduleTraining(const Model& model, const LoweredNetwork& net,
-                              Halide::Pipeline& pipeline, Scheduler scheduler,
-                              const Halide::Target& target, const MachineOptions& machine) {
-  if (scheduler == Scheduler::kLi2018 && machine.parallelism > 1) {
+absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
+                             Scheduler scheduler, const Halide::Target& target,
+                             const MachineOptions& machine) {
+  if (scheduler == Scheduler::kLi2018 && segment.mode != LowerMode::kForward &&
+      machine.parallelism > 1) {
     // NOTE: tuned for more than one thread, Halide 14's Li2018 vectorizes the batch and spatial
     // reductions of a training step as atomic updates with guarded tails, and Halide 14's CPU
     // backend rejects those ("Atomic predicated store is not supported"). Tuned for one thread
@@ -110,11 +107,11 @@ absl::Status ScheduleTraining(const Model& model, const LoweredNetwork& net,
     serial.parallelism = 1;
     return internal::AutoSchedule(pipeline, scheduler, target, serial);
   }
-  if (scheduler == Scheduler::kAdams2019) internal::EstimateLargeBatch(model, net);
+  if (scheduler == Scheduler::kAdams2019) internal::EstimateLargeBatch(segment);
   if (scheduler != Scheduler::kManual) {
     return internal::AutoSchedule(pipeline, scheduler, target, machine);
   }
-  internal::ManualTraining(model, net, pipeline, target);
+  internal::ManualSegment(segment, pipeline, target);
   return absl::OkStatus();
 }
 

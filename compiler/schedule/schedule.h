@@ -3,7 +3,7 @@
  * the same results within float rounding; only speed and compile time differ.
  *
  *   Halide::Pipeline p = ...;
- *   absl::Status s = kiln::ScheduleForward(model, net, p, kiln::Scheduler::kManual, target);
+ *   absl::Status s = kiln::ScheduleSegment(segment, p, kiln::Scheduler::kManual, target);
  */
 #ifndef KILN_COMPILER_SCHEDULE_SCHEDULE_H_
 #define KILN_COMPILER_SCHEDULE_SCHEDULE_H_
@@ -31,15 +31,10 @@ struct MachineOptions {
   float balance = 40;                               ///< Halide's default for CPUs.
 };
 
-/// Schedules the inference pipeline `pipeline` (output: net.logits).
-absl::Status ScheduleForward(const Model& model, const LoweredNetwork& net,
-                             Halide::Pipeline& pipeline, Scheduler scheduler,
-                             const Halide::Target& target, const MachineOptions& machine = {});
-
-/// Schedules the training pipeline `pipeline` (outputs: net.training_outputs()).
-absl::Status ScheduleTraining(const Model& model, const LoweredNetwork& net,
-                              Halide::Pipeline& pipeline, Scheduler scheduler,
-                              const Halide::Target& target, const MachineOptions& machine = {});
+/// Schedules the pipeline of a lowered segment (outputs: segment.outputs()).
+absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
+                             Scheduler scheduler, const Halide::Target& target,
+                             const MachineOptions& machine = {});
 
 /// Schedules the elementwise parameter update.
 absl::Status ScheduleUpdate(const LoweredUpdate& update, Halide::Pipeline& pipeline,
@@ -50,9 +45,8 @@ namespace internal {
 /// Runs a Halide autoscheduler on `pipeline`, loading its plugin on first use.
 absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
                           const Halide::Target& target, const MachineOptions& machine);
-void ManualForward(const Model& model, const LoweredNetwork& net, const Halide::Target& target);
-void ManualTraining(const Model& model, const LoweredNetwork& net, Halide::Pipeline& pipeline,
-                    const Halide::Target& target);
+void ManualSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
+                   const Halide::Target& target);
 void ManualUpdate(const LoweredUpdate& update, const Halide::Target& target);
 }  // namespace internal
 
