@@ -22,10 +22,9 @@ function(kiln_add_model)
   target_link_libraries(${generator} PRIVATE kiln_compiler absl::flags absl::flags_parse)
 
   set(dir ${KILN_GENERATED_DIR}/${ARG_NAME})
-  set(libraries ${dir}/${ARG_NAME}_forward.a ${dir}/${ARG_NAME}_backward.a ${dir}/${ARG_NAME}_update.a)
+  set(libraries ${dir}/${ARG_NAME}_kernels.a)
   add_custom_command(
-    OUTPUT ${libraries} ${dir}/${ARG_NAME}_model.cpp
-           ${dir}/${ARG_NAME}_forward.h ${dir}/${ARG_NAME}_backward.h ${dir}/${ARG_NAME}_update.h
+    OUTPUT ${libraries} ${dir}/${ARG_NAME}_kernels.h ${dir}/${ARG_NAME}_model.cpp
     COMMAND ${generator} --model ${ARG_NAME} --schedule ${ARG_SCHEDULE} --output_dir ${dir}
             --batch_size ${ARG_BATCH_SIZE} --target ${KILN_TARGET}
     DEPENDS ${generator}

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace kiln {
@@ -32,6 +33,9 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 std::string ShapeInitializer(const std::vector<int64_t>& shape) {
   return absl::StrCat("{", absl::StrJoin(shape, ", "), "}");
 }
+
+// A C++ float literal that reads back exactly ("%#" keeps the decimal point).
+std::string FloatLiteral(float value) { return absl::StrFormat("%#.9gf", value); }
 
 std::string IndexInitializer(const std::vector<int>& indices) {
   return absl::StrCat("{", absl::StrJoin(indices, ", "), "}");
@@ -117,6 +121,7 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
       << "                             velocity_out);\n}\n\n";
 
   const Layer& loss = model.loss_layer();
+  const std::vector<int64_t>& input = model.input_layer().output_shape;
   out << "kiln::CompiledModel MakeModel() {\n"
       << "  kiln::CompiledModel m;\n"
       << "  m.name = \"" << name << "\";\n"
@@ -124,6 +129,9 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
       << "  m.target = \"" << target << "\";\n"
       << "  m.batch_size = " << model.batch_size << ";\n"
       << "  m.input_shape = " << ShapeInitializer(model.input_layer().output_shape) << ";\n"
+      << "  m.channels = " << input[0] << ";\n"
+      << "  m.height = " << (input.size() == 3 ? input[1] : 1) << ";\n"
+      << "  m.width = " << (input.size() == 3 ? input[2] : 1) << ";\n"
       << "  m.output_shape = " << ShapeInitializer(model.logits_layer().output_shape) << ";\n"
       << "  m.num_classes = " << loss.num_classes << ";\n"
       << "  m.targets = " << TargetsName(model.target_kind()) << ";\n"
@@ -132,11 +140,11 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
       << "  m.num_buffer_values = " << model.num_buffer_values() << ";\n";
   for (const Param& p : model.params) {
     out << "  m.params.push_back({\"" << p.name << "\", " << ShapeInitializer(p.shape) << ", "
-        << p.offset << ", " << p.numel() << ", " << p.fan_in << ", " << p.initial_value << "f});\n";
+        << p.offset << ", " << p.numel() << ", " << p.fan_in << ", " << FloatLiteral(p.initial_value) << "});\n";
   }
   for (const Param& b : model.buffers) {
     out << "  m.buffers.push_back({\"" << b.name << "\", " << ShapeInitializer(b.shape) << ", "
-        << b.offset << ", " << b.numel() << ", 0, " << b.initial_value << "f});\n";
+        << b.offset << ", " << b.numel() << ", 0, " << FloatLiteral(b.initial_value) << "});\n";
   }
   for (const Layer& l : model.layers) {
     int64_t params = 0;

@@ -1,11 +1,11 @@
 /** \file
  * The interface between Kiln's generated code and its runtime: the description of a compiled
- * model (parameters, layers, shapes) and its three compiled functions.
+ * model (parameters, running statistics, layers, segments) and its compiled functions.
  *
  * Each generated `<model>_model.cpp` defines one CompiledModel and registers it:
  *
  *   const kiln::CompiledModel* m = kiln::FindCompiledModel("lenet5");
- *   m->forward(images, params.data(), logits);
+ *   m->functions[m->segments[0].functions].forward(images, params, buffers, logits);
  */
 #ifndef KILN_RUNTIME_COMPILED_MODEL_H_
 #define KILN_RUNTIME_COMPILED_MODEL_H_
@@ -26,6 +26,7 @@ struct ParamInfo {
   int64_t offset = 0;
   int64_t numel = 0;
   int64_t fan_in = 0;
+  float initial_value = 0;  ///< The constant start when fan_in is 0 (BatchNorm, buffers).
 };
 
 /// One row of the model summary.
@@ -37,20 +38,54 @@ struct LayerInfo {
   int64_t flops = 0;  ///< Forward FLOPs per sample; a multiply-add counts as 2.
 };
 
-// The compiled functions. Buffers follow PyTorch memory order with Halide dimensions reversed:
-// images (x, y, c, n) float, labels (n) int32, logits (class, n) float, each parameter and its
-// gradient with the shape of ParamInfo reversed. `params` and `grads` point to one buffer per
-// ParamInfo, in order. Each returns 0 or a Halide error code.
-using ForwardFn = int (*)(halide_buffer_t* images, halide_buffer_t* const* params,
-                          halide_buffer_t* logits);
-using BackwardFn = int (*)(halide_buffer_t* images, halide_buffer_t* labels,
-                           halide_buffer_t* const* params, halide_buffer_t* loss,
-                           halide_buffer_t* correct, halide_buffer_t* const* grads);
+// The compiled functions of one distinct segment (see compiler/lower.h). Buffers follow PyTorch
+// memory order with Halide dimensions reversed: images and activations (x, y, c, n) or (f, n),
+// labels (n) int32, each parameter, gradient and running statistic with the shape of its
+// ParamInfo reversed. `params`, `grads`, `buffers` and `new_buffers` point to one buffer per
+// entry of the segment's lists, in order; `new_buffers` may alias `buffers`. Each returns 0 or a
+// Halide error code.
+using SegmentForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
+                                 halide_buffer_t* const* buffers, halide_buffer_t* output);
+using SegmentTrainForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
+                                      halide_buffer_t* const* buffers, uint32_t seed,
+                                      halide_buffer_t* output, halide_buffer_t* const* new_buffers);
+/// `input_grad` is ignored (may be null) in the first segment.
+using SegmentBackwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
+                                  uint32_t seed, halide_buffer_t* output_grad,
+                                  halide_buffer_t* input_grad, halide_buffer_t* const* grads);
+/// `targets`: labels (n) int32, or a float tensor shaped like the prediction (for autoencoders
+/// the images). `loss` and `correct` are zero-dimensional float and int32 buffers.
+using SegmentTrainLastFn = int (*)(halide_buffer_t* input, halide_buffer_t* targets,
+                                   halide_buffer_t* const* params,
+                                   halide_buffer_t* const* buffers, uint32_t seed,
+                                   halide_buffer_t* loss, halide_buffer_t* correct,
+                                   halide_buffer_t* input_grad, halide_buffer_t* const* grads,
+                                   halide_buffer_t* const* new_buffers);
 /// SGD with momentum and weight decay on the flat arrays (torch.optim.SGD semantics). The output
 /// buffers may alias `params` and `velocity` (in-place update).
 using UpdateFn = int (*)(float lr, float momentum, float weight_decay, halide_buffer_t* params,
                          halide_buffer_t* grads, halide_buffer_t* velocity,
                          halide_buffer_t* params_out, halide_buffer_t* velocity_out);
+
+/// The compiled code of one distinct segment; identical blocks share one.
+struct SegmentFunctions {
+  SegmentForwardFn forward = nullptr;
+  SegmentTrainForwardFn train_forward = nullptr;  ///< Null in the last segment.
+  SegmentBackwardFn backward = nullptr;           ///< Null in the last segment.
+  SegmentTrainLastFn train_last = nullptr;        ///< Only in the last segment.
+};
+
+/// One segment of the model, in execution order.
+struct SegmentInfo {
+  int functions = 0;                   ///< Index into CompiledModel::functions.
+  std::vector<int> params;             ///< Indices into CompiledModel::params.
+  std::vector<int> buffers;            ///< Indices into CompiledModel::buffers.
+  std::vector<int64_t> input_shape;    ///< Per sample, PyTorch order.
+  std::vector<int64_t> output_shape;   ///< Per sample; the prediction's in the last segment.
+};
+
+/// What the loss compares against (compiler/model.h TargetKind).
+enum class Targets { kClassLabels, kTensor, kInput };
 
 /// Everything the runtime needs about one compiled model.
 struct CompiledModel {
@@ -58,13 +93,19 @@ struct CompiledModel {
   std::string schedule;  ///< manual, li2018, mullapudi2016 or adams2019.
   std::string target;    ///< The Halide target the functions were compiled for.
   int batch_size = 0;    ///< The batch the model was defined and tuned for.
-  int channels = 0, height = 0, width = 0;
-  int num_classes = 0;
+  std::vector<int64_t> input_shape;  ///< Per sample: {C, H, W} or {F}.
+  int channels = 0, height = 0, width = 0;  ///< input_shape as {C, H, W}; {F, 1, 1} when flat.
+  std::vector<int64_t> output_shape; ///< The prediction per sample: {classes} for classifiers.
+  int num_classes = 0;   ///< Cross-entropy models; 0 for regression.
+  Targets targets = Targets::kClassLabels;
+  std::string loss;      ///< The loss op, e.g. "cross_entropy_loss".
   int64_t num_params = 0;
+  int64_t num_buffer_values = 0;
   std::vector<ParamInfo> params;
+  std::vector<ParamInfo> buffers;  ///< Running statistics, in their own flat array.
   std::vector<LayerInfo> layers;
-  ForwardFn forward = nullptr;
-  BackwardFn backward = nullptr;
+  std::vector<SegmentFunctions> functions;
+  std::vector<SegmentInfo> segments;
   UpdateFn update = nullptr;
 };
 

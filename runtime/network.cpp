@@ -41,19 +41,47 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 constexpr char kMomentumPrefix[] = "momentum_buffer.";
 
-// Halide buffer views of the per-parameter slices of a flat array, one per ParamInfo. The
+// Halide buffer views of the per-tensor slices of a flat array, one per ParamInfo. The
 // generated code reads and writes the array through them in place.
-struct ParamViews {
-  ParamViews(const CompiledModel& model, float* storage) {
-    buffers.reserve(model.params.size());
-    for (const ParamInfo& p : model.params) {
+struct Views {
+  Views(const std::vector<ParamInfo>& infos, float* storage) {
+    buffers.reserve(infos.size());
+    for (const ParamInfo& p : infos) {
       buffers.emplace_back(storage + p.offset, HalideShape(p.shape));
-      raw.push_back(buffers.back().raw_buffer());
+      all.push_back(buffers.back().raw_buffer());
     }
   }
+  // The views of `indices`, in order.
+  std::vector<halide_buffer_t*> of(const std::vector<int>& indices) const {
+    std::vector<halide_buffer_t*> out;
+    for (int i : indices) out.push_back(all[i]);
+    return out;
+  }
   std::vector<FloatBuffer> buffers;
-  std::vector<halide_buffer_t*> raw;
+  std::vector<halide_buffer_t*> all;
 };
+
+// A batch of per-sample tensors of `shape`, Halide-ordered.
+FloatBuffer BatchBuffer(const float* data, const std::vector<int64_t>& shape, int batch) {
+  std::vector<int> dims = HalideShape(shape);
+  dims.push_back(batch);
+  return FloatBuffer(const_cast<float*>(data), dims);
+}
+
+int64_t Numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// The dropout seed of one segment in one step: a SplitMix64 finalizer of the three, so nearby
+// steps and segments get unrelated masks.
+uint32_t SegmentSeed(uint64_t seed, uint64_t step, size_t segment) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (step * 1024 + segment + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return static_cast<uint32_t>(z ^ (z >> 31));
+}
 
 }  // namespace
 
@@ -66,7 +94,11 @@ Network::Network(const CompiledModel& model)
     : model_(model),
       params_(model.num_params),
       grads_(model.num_params),
-      velocity_(model.num_params) {
+      velocity_(model.num_params),
+      buffers_(model.num_buffer_values) {
+  for (const ParamInfo& b : model.buffers) {
+    std::fill_n(buffers_.begin() + b.offset, b.numel, b.initial_value);
+  }
   halide_set_error_handler(KeepHalideError);
   InstallHalideAllocator();
 }
@@ -74,6 +106,10 @@ Network::Network(const CompiledModel& model)
 void Network::InitParams(uint64_t seed) {
   std::mt19937_64 generator(seed);
   for (const ParamInfo& p : model_.params) {
+    if (p.fan_in == 0) {
+      std::fill_n(params_.begin() + p.offset, p.numel, p.initial_value);
+      continue;
+    }
     const double bound = 1.0 / std::sqrt(static_cast<double>(p.fan_in));
     for (int64_t i = 0; i < p.numel; ++i) {
       // 53 random bits to a double in [0, 1): portable, unlike std::uniform_real_distribution.
@@ -82,27 +118,110 @@ void Network::InitParams(uint64_t seed) {
     }
   }
   std::fill(velocity_.begin(), velocity_.end(), 0.0f);
+  for (const ParamInfo& b : model_.buffers) {
+    std::fill_n(buffers_.begin() + b.offset, b.numel, b.initial_value);
+  }
+  dropout_seed_ = seed;
+  steps_ = 0;
+}
+
+void Network::ReserveBoundaries(int batch) {
+  if (batch <= boundary_batch_) return;
+  const size_t boundaries = model_.segments.size() - 1;
+  outputs_.resize(boundaries);
+  output_grads_.resize(boundaries);
+  for (size_t k = 0; k < boundaries; ++k) {
+    const size_t size = static_cast<size_t>(Numel(model_.segments[k].output_shape)) * batch;
+    outputs_[k].resize(size);
+    output_grads_[k].resize(size);
+  }
+  boundary_batch_ = batch;
 }
 
 absl::Status Network::Forward(const float* images, int batch, float* logits) {
-  FloatBuffer input(const_cast<float*>(images), {model_.width, model_.height, model_.channels, batch});
-  FloatBuffer output(logits, {model_.num_classes, batch});
-  ParamViews params(model_, params_.data());
-  return HalideStatus(model_.forward(input.raw_buffer(), params.raw.data(), output.raw_buffer()),
-                      "forward", model_);
+  ReserveBoundaries(batch);
+  Views params(model_.params, params_.data()), buffers(model_.buffers, buffers_.data());
+  const size_t count = model_.segments.size();
+  for (size_t k = 0; k < count; ++k) {
+    const SegmentInfo& segment = model_.segments[k];
+    FloatBuffer input = BatchBuffer(k == 0 ? images : outputs_[k - 1].data(), segment.input_shape, batch);
+    FloatBuffer output = BatchBuffer(k + 1 == count ? logits : outputs_[k].data(),
+                                     segment.output_shape, batch);
+    const int code = model_.functions[segment.functions].forward(
+        input.raw_buffer(), params.of(segment.params).data(), buffers.of(segment.buffers).data(),
+        output.raw_buffer());
+    absl::Status status = HalideStatus(code, absl::StrCat("forward (segment ", k, ")"), model_);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<BatchResult> Network::Backward(const float* images, const int32_t* labels, int batch) {
-  FloatBuffer input(const_cast<float*>(images), {model_.width, model_.height, model_.channels, batch});
-  Halide::Runtime::Buffer<int32_t> label_buffer(const_cast<int32_t*>(labels), batch);
+  Halide::Runtime::Buffer<int32_t> targets(const_cast<int32_t*>(labels), batch);
+  return Train(images, targets.raw_buffer(), batch);
+}
+
+absl::StatusOr<BatchResult> Network::Backward(const float* images, const float* targets, int batch) {
+  FloatBuffer buffer = BatchBuffer(targets, model_.output_shape, batch);
+  return Train(images, buffer.raw_buffer(), batch);
+}
+
+absl::StatusOr<BatchResult> Network::Train(const float* images, halide_buffer_t* targets, int batch) {
+  ReserveBoundaries(batch);
+  Views params(model_.params, params_.data()), grads(model_.params, grads_.data()),
+      buffers(model_.buffers, buffers_.data());
+  const size_t count = model_.segments.size();
+  const uint64_t step = steps_++;
+  auto input_of = [&](size_t k) {
+    return BatchBuffer(k == 0 ? images : outputs_[k - 1].data(), model_.segments[k].input_shape, batch);
+  };
+
+  // Forward through every segment but the last, storing each output and updating the running
+  // statistics in place.
+  for (size_t k = 0; k + 1 < count; ++k) {
+    const SegmentInfo& segment = model_.segments[k];
+    FloatBuffer input = input_of(k);
+    FloatBuffer output = BatchBuffer(outputs_[k].data(), segment.output_shape, batch);
+    std::vector<halide_buffer_t*> stats = buffers.of(segment.buffers);
+    const int code = model_.functions[segment.functions].train_forward(
+        input.raw_buffer(), params.of(segment.params).data(), stats.data(),
+        SegmentSeed(dropout_seed_, step, k), output.raw_buffer(), stats.data());
+    absl::Status status = HalideStatus(code, absl::StrCat("train_forward (segment ", k, ")"), model_);
+    if (!status.ok()) return status;
+  }
+
+  // The loss and the gradients of the last segment.
   FloatBuffer loss = FloatBuffer::make_scalar();
   Halide::Runtime::Buffer<int32_t> correct = Halide::Runtime::Buffer<int32_t>::make_scalar();
+  {
+    const size_t k = count - 1;
+    const SegmentInfo& segment = model_.segments[k];
+    FloatBuffer input = input_of(k);
+    FloatBuffer input_grad =
+        k == 0 ? FloatBuffer() : BatchBuffer(output_grads_[k - 1].data(), segment.input_shape, batch);
+    std::vector<halide_buffer_t*> stats = buffers.of(segment.buffers);
+    const int code = model_.functions[segment.functions].train_last(
+        input.raw_buffer(), targets, params.of(segment.params).data(), stats.data(),
+        SegmentSeed(dropout_seed_, step, k), loss.raw_buffer(), correct.raw_buffer(),
+        k == 0 ? nullptr : input_grad.raw_buffer(), grads.of(segment.params).data(), stats.data());
+    absl::Status status = HalideStatus(code, absl::StrCat("train_last (segment ", k, ")"), model_);
+    if (!status.ok()) return status;
+  }
 
-  ParamViews params(model_, params_.data()), grads(model_, grads_.data());
-  const int code = model_.backward(input.raw_buffer(), label_buffer.raw_buffer(), params.raw.data(),
-                                   loss.raw_buffer(), correct.raw_buffer(), grads.raw.data());
-  absl::Status status = HalideStatus(code, "backward", model_);
-  if (!status.ok()) return status;
+  // Backward through the other segments in reverse.
+  for (size_t k = count - 1; k-- > 0;) {
+    const SegmentInfo& segment = model_.segments[k];
+    FloatBuffer input = input_of(k);
+    FloatBuffer output_grad = BatchBuffer(output_grads_[k].data(), segment.output_shape, batch);
+    FloatBuffer input_grad =
+        k == 0 ? FloatBuffer() : BatchBuffer(output_grads_[k - 1].data(), segment.input_shape, batch);
+    const int code = model_.functions[segment.functions].backward(
+        input.raw_buffer(), params.of(segment.params).data(), SegmentSeed(dropout_seed_, step, k),
+        output_grad.raw_buffer(), k == 0 ? nullptr : input_grad.raw_buffer(),
+        grads.of(segment.params).data());
+    absl::Status status = HalideStatus(code, absl::StrCat("backward (segment ", k, ")"), model_);
+    if (!status.ok()) return status;
+  }
   return BatchResult{loss(), correct()};
 }
 
@@ -125,6 +244,9 @@ absl::Status Network::SaveCheckpoint(const std::string& path,
   for (const ParamInfo& p : model_.params) {
     file.tensors[p.name] = MakeF32(p.shape, params_.data() + p.offset);
     file.tensors[kMomentumPrefix + p.name] = MakeF32(p.shape, velocity_.data() + p.offset);
+  }
+  for (const ParamInfo& b : model_.buffers) {
+    file.tensors[b.name] = MakeF32(b.shape, buffers_.data() + b.offset);
   }
   return WriteSafetensors(path, file);
 }
@@ -158,10 +280,12 @@ absl::StatusOr<std::map<std::string, std::string>> Network::LoadCheckpoint(const
     check(p.name, p, /*required=*/true);
     check(kMomentumPrefix + p.name, p, /*required=*/false);
   }
+  for (const ParamInfo& b : model_.buffers) check(b.name, b, /*required=*/true);
   for (const auto& [name, tensor] : file->tensors) {
     std::string base = name.rfind(kMomentumPrefix, 0) == 0 ? name.substr(sizeof(kMomentumPrefix) - 1) : name;
     bool known = false;
     for (const ParamInfo& p : model_.params) known |= p.name == base;
+    for (const ParamInfo& b : model_.buffers) known |= b.name == name;
     if (!known) problems.push_back(absl::StrCat("tensor '", name, "' is not a parameter of ", model_.name));
   }
   if (!problems.empty()) {
@@ -179,6 +303,10 @@ absl::StatusOr<std::map<std::string, std::string>> Network::LoadCheckpoint(const
     } else {
       std::fill(velocity_.begin() + p.offset, velocity_.begin() + p.offset + p.numel, 0.0f);
     }
+  }
+  for (const ParamInfo& b : model_.buffers) {
+    const float* values = file->tensors.at(b.name).f32();
+    std::copy(values, values + b.numel, buffers_.begin() + b.offset);
   }
   return file->metadata;
 }

@@ -1,6 +1,8 @@
 /** \file
- * A compiled model with its state: parameters, gradients and SGD momentum in flat float arrays,
- * and the calls into the generated forward, backward and update functions.
+ * A compiled model with its state: parameters, gradients, SGD momentum and running statistics
+ * in flat float arrays, and the calls into the generated functions, segment by segment: the
+ * forward pass stores each segment's output, and the backward pass runs the segments in reverse,
+ * each recomputing its own forward pass from its stored input.
  *
  *   const kiln::CompiledModel* spec = kiln::FindCompiledModel("lenet5");
  *   kiln::Network net(*spec);
@@ -34,8 +36,8 @@ struct SgdOptions {
 
 /// Loss and accuracy count of one batch.
 struct BatchResult {
-  float loss = 0;   ///< Mean cross-entropy over the batch.
-  int correct = 0;  ///< Samples whose top-1 prediction is the label.
+  float loss = 0;   ///< The model's loss, averaged over the batch.
+  int correct = 0;  ///< Samples whose top-1 prediction is the label (0 for regression).
 };
 
 /// Sets the number of threads of Halide's thread pool for all compiled functions (0: all cores).
@@ -47,15 +49,21 @@ class Network {
 
   const CompiledModel& model() const { return model_; }
 
-  /// Draws every parameter uniform in ±1/sqrt(fan_in), as PyTorch's Conv2d and Linear default
-  /// initialization, from `seed` (same seed, same values on every platform). Zeroes the momentum.
+  /// Draws every conv and dense parameter uniform in ±1/sqrt(fan_in), as PyTorch's default
+  /// initialization, from `seed` (same seed, same values on every platform); sets BatchNorm
+  /// parameters and running statistics to PyTorch's starting values. Zeroes the momentum, and
+  /// seeds dropout from `seed`.
   void InitParams(uint64_t seed);
 
-  /// Logits {batch, classes} (row-major) of `batch` images {batch, C, H, W}; any batch ≥ 1.
+  /// Evaluation-mode predictions {batch, output} (row-major; logits for classifiers) of `batch`
+  /// inputs {batch, input_shape}; any batch ≥ 1.
   absl::Status Forward(const float* images, int batch, float* logits);
 
-  /// Loss, correct count and the gradient of every parameter (kept in grads()) for a batch.
+  /// Training-mode loss, correct count and the gradient of every parameter (kept in grads()) for
+  /// a batch with class labels; updates the running statistics.
   absl::StatusOr<BatchResult> Backward(const float* images, const int32_t* labels, int batch);
+  /// The same for models whose targets are tensors {batch, output} (regression, autoencoders).
+  absl::StatusOr<BatchResult> Backward(const float* images, const float* targets, int batch);
 
   /// One SGD step on the current gradients; updates parameters and momentum in place.
   absl::Status Update(const SgdOptions& options);
@@ -64,6 +72,11 @@ class Network {
   const std::vector<float>& params() const { return params_; }
   const std::vector<float>& grads() const { return grads_; }
   std::vector<float>& velocity() { return velocity_; }
+  /// Running statistics, laid out by CompiledModel::buffers.
+  std::vector<float>& buffers() { return buffers_; }
+  const std::vector<float>& buffers() const { return buffers_; }
+  /// Dropout masks of step k come from (seed, k); Backward counts the steps.
+  void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
 
   /// Saves parameters (PyTorch names and shapes, float32), momentum buffers
   /// ("momentum_buffer.<name>") and `metadata` as safetensors, atomically.
@@ -75,8 +88,16 @@ class Network {
   absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path);
 
  private:
+  absl::StatusOr<BatchResult> Train(const float* images, halide_buffer_t* targets, int batch);
+  // Activations at the segment boundaries and their gradients, for `batch` samples.
+  void ReserveBoundaries(int batch);
+
   const CompiledModel& model_;
-  std::vector<float> params_, grads_, velocity_;
+  std::vector<float> params_, grads_, velocity_, buffers_;
+  std::vector<std::vector<float>> outputs_, output_grads_;  ///< One per segment but the last.
+  int boundary_batch_ = 0;
+  uint64_t dropout_seed_ = 0;
+  uint64_t steps_ = 0;
 };
 
 }  // namespace kiln

@@ -238,7 +238,8 @@ absl::StatusOr<DType> ParseEntryDType(const std::string& path, const std::string
   if (!dtype.has_value()) {
     return absl::UnimplementedError(absl::StrFormat(
         "tensor '%s' in safetensors file '%s' has dtype '%s', which Kiln does not support; "
-        "supported dtypes are F32, I32, I64 and U8, so convert the tensor before saving it",
+        "supported dtypes are F32, F64, F16, BF16, I32, I64 and U8, so convert the tensor before "
+        "saving it",
         name, path, dtype_name));
   }
   return *dtype;
@@ -705,6 +706,11 @@ int64_t DTypeSize(DType dtype) {
       return 8;
     case DType::kU8:
       return 1;
+    case DType::kF64:
+      return 8;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2;
   }
   return 0;
 }
@@ -719,12 +725,19 @@ absl::string_view DTypeName(DType dtype) {
       return "I64";
     case DType::kU8:
       return "U8";
+    case DType::kF64:
+      return "F64";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "invalid";
 }
 
 std::optional<DType> ParseDType(absl::string_view name) {
-  for (DType dtype : {DType::kF32, DType::kI32, DType::kI64, DType::kU8}) {
+  for (DType dtype : {DType::kF32, DType::kI32, DType::kI64, DType::kU8, DType::kF64, DType::kF16,
+                      DType::kBF16}) {
     if (name == DTypeName(dtype)) return dtype;
   }
   return std::nullopt;

@@ -23,8 +23,10 @@
 ///   const kiln::TensorData& restored = loaded->tensors.at("fc1.bias");
 ///   float first = restored.f32()[0];  // 0.5f
 ///
-/// Kiln supports the dtypes F32, I32, I64 and U8. Files with other dtypes (F16, BF16, ...) are
-/// rejected when read.
+/// Kiln supports the dtypes F32, F64, F16, BF16, I32, I64 and U8. Files with other dtypes (I8,
+/// BOOL, F8_E4M3, ...) are rejected when read. TensorData has typed accessors only for F32, I32,
+/// I64 and U8; F64, F16 and BF16 tensors are kept as raw bytes, which the PyTorch weight importer
+/// (import_weights.h) converts to float32.
 #ifndef KILN_RUNTIME_SAFETENSORS_H_
 #define KILN_RUNTIME_SAFETENSORS_H_
 
@@ -47,6 +49,9 @@ enum class DType {
   kI32,  ///< "I32": two's complement 32-bit integer.
   kI64,  ///< "I64": two's complement 64-bit integer.
   kU8,   ///< "U8": unsigned 8-bit integer.
+  kF64,  ///< "F64": IEEE 754 binary64.
+  kF16,  ///< "F16": IEEE 754 binary16.
+  kBF16, ///< "BF16": bfloat16, the upper 16 bits of a binary32.
 };
 
 /// Returns the size of one element in bytes, or 0 for a value outside the enumerators.

@@ -22,8 +22,8 @@ Model SmallLenet() {
 
 // Logits {classes, batch} of `scheduler`'s forward function on fixed random images and weights.
 Halide::Buffer<float> ForwardLogits(const Model& model, Scheduler scheduler, int batch) {
-  LoweredNetwork net = LowerForward(model);
-  absl::StatusOr<Halide::Pipeline> pipeline = ForwardPipeline(model, net, scheduler, HostTarget());
+  LoweredSegment net = LowerSegment(model, 0, LowerMode::kForward);
+  absl::StatusOr<Halide::Pipeline> pipeline = SegmentPipeline(net, scheduler, HostTarget());
   EXPECT_TRUE(pipeline.ok()) << pipeline.status();
 
   std::mt19937 generator(7);
@@ -41,7 +41,7 @@ Halide::Buffer<float> ForwardLogits(const Model& model, Scheduler scheduler, int
                                static_cast<int>(in[0]), batch);
   float* pixel = images.data();  // dense, x fastest: fills sample 0 first
   for (size_t i = 0; i < images.number_of_elements(); ++i) pixel[i] = value(generator);
-  net.images.set(images);
+  net.input.set(images);
   Halide::Buffer<float> logits(static_cast<int>(model.loss_layer().num_classes), batch);
   pipeline->realize(logits, HostTarget());
   return logits;

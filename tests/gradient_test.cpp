@@ -133,10 +133,10 @@ class CompiledModel {
   static absl::StatusOr<std::unique_ptr<CompiledModel>> Compile(const Model& model,
                                                                 Scheduler scheduler) {
     auto compiled = std::unique_ptr<CompiledModel>(new CompiledModel());
-    compiled->loss_network_ = LowerTraining(model);
-    compiled->training_network_ = LowerTraining(model);
-    LoweredNetwork& loss_network = compiled->loss_network_;
-    LoweredNetwork& training = compiled->training_network_;
+    compiled->loss_network_ = LowerSegment(model, 0, LowerMode::kTrainLast);
+    compiled->training_network_ = LowerSegment(model, 0, LowerMode::kTrainLast);
+    LoweredSegment& loss_network = compiled->loss_network_;
+    LoweredSegment& training = compiled->training_network_;
 
     std::vector<Halide::Func> outputs = {training.loss.loss};
     outputs.insert(outputs.end(), training.grads.begin(), training.grads.end());
@@ -147,7 +147,7 @@ class CompiledModel {
     const Halide::Target& target = compiled->target_;
     for (auto [net, pipeline] : {std::pair{&loss_network, &compiled->loss_pipeline_},
                                  std::pair{&training, &compiled->training_pipeline_}}) {
-      absl::Status status = ScheduleTraining(model, *net, *pipeline, scheduler, target);
+      absl::Status status = ScheduleSegment(*net, *pipeline, scheduler, target);
       if (!status.ok()) return status;
       try {
         pipeline->compile_jit(target);
@@ -187,14 +187,14 @@ class CompiledModel {
  private:
   CompiledModel() = default;
 
-  static void Bind(LoweredNetwork& net, Inputs& inputs) {
-    net.images.set(inputs.images);
-    net.labels.set(inputs.labels);
+  static void Bind(LoweredSegment& net, Inputs& inputs) {
+    net.input.set(inputs.images);
+    net.targets.set(inputs.labels);
     for (size_t i = 0; i < net.params.size(); ++i) net.params[i].set(inputs.params[i]);
   }
 
   Halide::Target target_ = JitTarget();
-  LoweredNetwork loss_network_, training_network_;
+  LoweredSegment loss_network_, training_network_;
   Halide::Pipeline loss_pipeline_, training_pipeline_;
   Halide::Buffer<float> loss_ = Halide::Buffer<float>::make_scalar();
 };

@@ -434,8 +434,8 @@ TEST_F(SafetensorsTest, BadHeadersAreRejected) {
        "no \"data_offsets\" field"},
       {"dtype not a string", R"({"w":{"dtype":4,"shape":[1],"data_offsets":[0,4]}})", 4, kDataLoss,
        "\"dtype\" of JSON type number"},
-      {"unsupported dtype", R"({"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}})", 4,
-       absl::StatusCode::kUnimplemented, "dtype 'BF16'"},
+      {"unsupported dtype", R"({"w":{"dtype":"I16","shape":[2],"data_offsets":[0,4]}})", 4,
+       absl::StatusCode::kUnimplemented, "dtype 'I16'"},
       {"unknown dtype", R"({"w":{"dtype":"float","shape":[1],"data_offsets":[0,4]}})", 4,
        absl::StatusCode::kUnimplemented, "dtype 'float'"},
       {"shape not an array", R"({"w":{"dtype":"F32","shape":4,"data_offsets":[0,4]}})", 4,
@@ -799,13 +799,17 @@ TEST(TensorTest, AccessorsCheckDType) {
 }
 
 TEST(DTypeTest, NamesRoundTrip) {
-  for (DType dtype : {DType::kF32, DType::kI32, DType::kI64, DType::kU8}) {
+  for (DType dtype : {DType::kF32, DType::kI32, DType::kI64, DType::kU8, DType::kF64, DType::kF16,
+                      DType::kBF16}) {
     SCOPED_TRACE(DTypeName(dtype));
     EXPECT_EQ(ParseDType(DTypeName(dtype)), dtype);
   }
   EXPECT_EQ(DTypeSize(DType::kI64), 8);
+  EXPECT_EQ(DTypeSize(DType::kF64), 8);
+  EXPECT_EQ(DTypeSize(DType::kF16), 2);
+  EXPECT_EQ(DTypeSize(DType::kBF16), 2);
   EXPECT_EQ(ParseDType("f32"), std::nullopt) << "dtype names are case-sensitive";
-  EXPECT_EQ(ParseDType("BF16"), std::nullopt);
+  EXPECT_EQ(ParseDType("I16"), std::nullopt);
 }
 
 }  // namespace

@@ -1,0 +1,223 @@
+/// \file
+/// Saving and loading Kiln checkpoints, and the comparison of a file's tensors with a model's.
+
+#include "runtime/checkpoint.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace kiln {
+namespace {
+
+// Returns "A", "A or B", "A, B or C".
+std::string JoinAlternatives(absl::Span<const DType> dtypes) {
+  std::vector<std::string> names;
+  for (DType dtype : dtypes) names.emplace_back(DTypeName(dtype));
+  if (names.size() <= 1) return absl::StrJoin(names, "");
+  const std::string last = names.back();
+  names.pop_back();
+  return absl::StrCat(absl::StrJoin(names, ", "), " or ", last);
+}
+
+// Returns an error unless each entry of `infos` lies inside an array of `size` floats and has
+// `numel` equal to the product of its shape.
+absl::Status CheckEntries(const CompiledModel& model, const std::vector<ParamInfo>& infos,
+                          int64_t size, absl::string_view kind) {
+  for (const ParamInfo& p : infos) {
+    int64_t numel = 1;
+    for (int64_t dim : p.shape) numel *= dim;
+    if (numel != p.numel || p.offset < 0 || p.numel < 0 || p.offset > size - p.numel) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", model.name, "' has an inconsistent layout: ", kind, " '", p.name,
+          "' of shape ", FormatShape(p.shape), " has numel ", p.numel, " at offset ", p.offset,
+          " in an array of ", size, " values; regenerate the model's code"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSize(const CompiledModel& model, const std::vector<float>& values,
+                       int64_t expected, absl::string_view what) {
+  if (static_cast<int64_t>(values.size()) == expected) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("cannot save a checkpoint of model '", model.name,
+                                                 "': the state has ", values.size(), " ", what,
+                                                 " values, but the model has ", expected));
+}
+
+// Adds the F32 tensor `name` with the values of `p` in `array`; fails when the name is taken.
+absl::Status AddTensor(const std::string& path, const std::string& name, const ParamInfo& p,
+                       const std::vector<float>& array, TensorFile& file) {
+  absl::StatusOr<TensorData> tensor =
+      MakeF32(p.shape, absl::MakeConstSpan(array).subspan(p.offset, p.numel));
+  if (!tensor.ok()) return tensor.status();
+  if (!file.tensors.emplace(name, *std::move(tensor)).second) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot write checkpoint '", path, "': two tensors are named '", name,
+        "'; rename a parameter or buffer of the model"));
+  }
+  return absl::OkStatus();
+}
+
+void CopyF32(const TensorData& tensor, const ParamInfo& p, std::vector<float>& array) {
+  if (p.numel == 0) return;
+  std::copy(tensor.f32(), tensor.f32() + p.numel, array.begin() + p.offset);
+}
+
+}  // namespace
+
+std::string FormatShape(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+ModelState ZeroState(const CompiledModel& model) {
+  ModelState state;
+  state.params.assign(model.num_params, 0.0f);
+  state.velocity.assign(model.num_params, 0.0f);
+  state.buffers.assign(model.num_buffer_values, 0.0f);
+  return state;
+}
+
+absl::Status CheckLayout(const CompiledModel& model) {
+  absl::Status status = CheckEntries(model, model.params, model.num_params, "parameter");
+  if (!status.ok()) return status;
+  return CheckEntries(model, model.buffers, model.num_buffer_values, "buffer");
+}
+
+absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
+                            const ModelState& state,
+                            const std::map<std::string, std::string>& metadata) {
+  absl::Status status = CheckLayout(model);
+  if (status.ok()) status = CheckSize(model, state.params, model.num_params, "parameter");
+  if (status.ok()) status = CheckSize(model, state.velocity, model.num_params, "momentum");
+  if (status.ok()) status = CheckSize(model, state.buffers, model.num_buffer_values, "buffer");
+  if (!status.ok()) return status;
+
+  TensorFile file;
+  file.metadata = metadata;
+  file.metadata["kiln.model"] = model.name;
+  file.metadata["kiln.num_params"] = absl::StrCat(model.num_params);
+
+  for (const ParamInfo& p : model.params) {
+    status = AddTensor(path, p.name, p, state.params, file);
+    if (status.ok()) {
+      status = AddTensor(path, absl::StrCat(kMomentumPrefix, p.name), p, state.velocity, file);
+    }
+    if (!status.ok()) return status;
+  }
+  for (const ParamInfo& b : model.buffers) {
+    status = AddTensor(path, b.name, b, state.buffers, file);
+    if (!status.ok()) return status;
+  }
+
+  return WriteSafetensors(path, file);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path,
+                                                                  const CompiledModel& model,
+                                                                  ModelState& state) {
+  absl::Status layout = CheckLayout(model);
+  if (!layout.ok()) return layout;
+  absl::StatusOr<TensorFile> file = ReadSafetensors(path);
+  if (!file.ok()) return file.status();
+
+  // Check everything before copying anything, so that a mismatched file changes nothing.
+  std::vector<ExpectedTensor> expected;
+  for (const ParamInfo& p : model.params) {
+    expected.push_back({p.name, p.shape, /*required=*/true});
+    expected.push_back({absl::StrCat(kMomentumPrefix, p.name), p.shape, /*required=*/false});
+  }
+  for (const ParamInfo& b : model.buffers) expected.push_back({b.name, b.shape, true});
+  const DType kF32Only[] = {DType::kF32};
+  TensorDifferences differences = CompareTensors(file->tensors, expected, kF32Only, model.name);
+
+  const auto saved_model = file->metadata.find("kiln.model");
+  if (saved_model != file->metadata.end() && saved_model->second != model.name) {
+    differences.sentences.insert(differences.sentences.begin(),
+                                 absl::StrCat("the file is a checkpoint of model '",
+                                              saved_model->second, "', not '", model.name, "'"));
+  }
+  if (!differences.empty()) {
+    return absl::InvalidArgumentError(FormatDifferences(
+        absl::StrCat("checkpoint '", path, "' does not match model '", model.name, "'"),
+        differences.sentences,
+        absl::StrCat("Use a checkpoint saved by model '", model.name,
+                     "'; for PyTorch weights, convert the state_dict with "
+                     "'kiln import-weights' first.")));
+  }
+
+  ModelState loaded = ZeroState(model);
+  for (const ParamInfo& p : model.params) {
+    CopyF32(file->tensors.at(p.name), p, loaded.params);
+    const auto momentum = file->tensors.find(absl::StrCat(kMomentumPrefix, p.name));
+    if (momentum != file->tensors.end()) CopyF32(momentum->second, p, loaded.velocity);
+  }
+  for (const ParamInfo& b : model.buffers) CopyF32(file->tensors.at(b.name), b, loaded.buffers);
+
+  state = std::move(loaded);
+  return std::move(file->metadata);
+}
+
+TensorDifferences CompareTensors(const std::map<std::string, TensorData>& tensors,
+                                 const std::vector<ExpectedTensor>& expected,
+                                 absl::Span<const DType> dtypes, absl::string_view model_name,
+                                 const std::function<bool(const std::string&)>& ignored) {
+  TensorDifferences differences;
+  std::vector<std::string> dtype_sentences, shape_sentences;
+  std::set<std::string> expected_names;
+
+  for (const ExpectedTensor& want : expected) {
+    expected_names.insert(want.name);
+    const auto found = tensors.find(want.name);
+    if (found == tensors.end()) {
+      if (!want.required) continue;
+      differences.missing.push_back(want.name);
+      differences.sentences.push_back(absl::StrCat("tensor '", want.name,
+                                                   "' is missing (expected shape ",
+                                                   FormatShape(want.shape), ")"));
+      continue;
+    }
+
+    const TensorData& tensor = found->second;
+    if (std::find(dtypes.begin(), dtypes.end(), tensor.dtype) == dtypes.end()) {
+      dtype_sentences.push_back(absl::StrCat("tensor '", want.name, "' has dtype ",
+                                             DTypeName(tensor.dtype), ", expected ",
+                                             JoinAlternatives(dtypes)));
+    }
+    if (tensor.shape != want.shape) {
+      differences.wrong_shape[want.name] = tensor.shape;
+      shape_sentences.push_back(absl::StrCat("tensor '", want.name, "' has shape ",
+                                             FormatShape(tensor.shape), ", expected ",
+                                             FormatShape(want.shape)));
+    }
+  }
+
+  std::vector<std::string> unexpected_sentences;
+  for (const auto& entry : tensors) {
+    const std::string& name = entry.first;
+    if (expected_names.count(name) > 0 || (ignored && ignored(name))) continue;
+    differences.unexpected.push_back(name);
+    unexpected_sentences.push_back(absl::StrCat(
+        "tensor '", name, "' is not a parameter or buffer of model '", model_name, "'"));
+  }
+
+  for (std::vector<std::string>* group : {&dtype_sentences, &shape_sentences,
+                                          &unexpected_sentences}) {
+    differences.sentences.insert(differences.sentences.end(), group->begin(), group->end());
+  }
+  return differences;
+}
+
+std::string FormatDifferences(absl::string_view summary,
+                              const std::vector<std::string>& sentences, absl::string_view advice) {
+  std::string message = absl::StrCat(summary, " (", sentences.size(),
+                                     sentences.size() == 1 ? " difference):" : " differences):");
+  for (const std::string& sentence : sentences) absl::StrAppend(&message, "\n  - ", sentence);
+  absl::StrAppend(&message, "\n", advice);
+  return message;
+}
+
+}  // namespace kiln

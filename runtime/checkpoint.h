@@ -1,0 +1,123 @@
+/** \file
+ * Kiln checkpoints: a model's parameters, SGD momentum and running statistics in one
+ * safetensors file, under PyTorch `state_dict` names.
+ *
+ *   kiln::ModelState state = kiln::ZeroState(model);
+ *   ...  // train
+ *   absl::Status saved = kiln::SaveCheckpoint("run.safetensors", model, state, {{"kiln.epoch", "3"}});
+ *
+ *   absl::StatusOr<std::map<std::string, std::string>> metadata =
+ *       kiln::LoadCheckpoint("run.safetensors", model, state);
+ *   if (!metadata.ok()) return metadata.status();  // `state` is unchanged
+ *
+ * File layout, all tensors F32 with the shape of their ParamInfo:
+ *   <param name>                   each parameter, e.g. "conv1.weight"
+ *   momentum_buffer.<param name>   its SGD momentum (torch.optim.SGD's "momentum_buffer")
+ *   <buffer name>                  each running statistic, e.g. "bn1.running_mean"
+ * and the metadata "kiln.model" (the model name) and "kiln.num_params", beside the caller's.
+ */
+#ifndef KILN_RUNTIME_CHECKPOINT_H_
+#define KILN_RUNTIME_CHECKPOINT_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "runtime/compiled_model.h"
+#include "runtime/safetensors.h"
+
+namespace kiln {
+
+/// The state of one model in flat float arrays, laid out as its CompiledModel says: `params` and
+/// `velocity` (SGD momentum) have `num_params` values, and parameter p occupies
+/// [p.offset, p.offset + p.numel). `buffers` has `num_buffer_values` values laid out by
+/// CompiledModel::buffers.
+struct ModelState {
+  std::vector<float> params;
+  std::vector<float> velocity;
+  std::vector<float> buffers;
+};
+
+/// The name prefix of momentum tensors in a checkpoint.
+inline constexpr absl::string_view kMomentumPrefix = "momentum_buffer.";
+
+/// Returns a state with the sizes that `model` needs, every value zero.
+ModelState ZeroState(const CompiledModel& model);
+
+/// Checks that every ParamInfo of `model` lies inside its flat array and that its `numel` is the
+/// product of its shape. Returns InvalidArgument naming the first inconsistent entry. Generated
+/// models always pass; the check guards the copies against hand-built ones.
+absl::Status CheckLayout(const CompiledModel& model);
+
+/// Writes `state` to `path` as a checkpoint (see the file comment), replacing any existing file
+/// atomically (WriteSafetensors). The file's metadata is `metadata` plus "kiln.model" and
+/// "kiln.num_params", which override keys of the same name in `metadata`.
+/// Returns InvalidArgument when the sizes of `state` differ from what `model` needs, or when two
+/// tensors of `model` would get the same name; otherwise the errors of WriteSafetensors.
+absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
+                            const ModelState& state,
+                            const std::map<std::string, std::string>& metadata);
+
+/// Reads the checkpoint at `path` into `state` and returns its metadata.
+///
+/// Every parameter and every buffer of `model` is required, as an F32 tensor of its shape. A
+/// momentum tensor may be absent, and the momentum of that parameter is then zero. The file must
+/// contain no other tensors, and its "kiln.model", when present, must be `model.name`.
+/// On success `state` is replaced and has the sizes that `model` needs, whatever it held before.
+/// On any error `state` is unchanged. A file that does not match returns InvalidArgument with one
+/// message that names `path` and lists every difference; read errors are those of
+/// ReadSafetensors.
+absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path,
+                                                                  const CompiledModel& model,
+                                                                  ModelState& state);
+
+// ---------------------------------------------------------------------------------------------
+// Comparing a file with a model (shared by LoadCheckpoint and ImportTorchStateDict)
+// ---------------------------------------------------------------------------------------------
+
+/// A tensor that a model expects in a file.
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool required = true;  ///< Whether its absence is a difference.
+};
+
+/// The differences between the tensors of a file and the tensors that a model expects.
+struct TensorDifferences {
+  std::vector<std::string> missing;     ///< Names of required tensors that the file lacks.
+  std::vector<std::string> unexpected;  ///< Names of file tensors that the model does not expect.
+  /// Wrong dtypes and shapes, by expected name: each entry has the file's shape.
+  std::map<std::string, std::vector<int64_t>> wrong_shape;
+  /// One sentence per difference, such as "tensor 'fc.bias' is missing (expected shape [10])":
+  /// the missing tensors, then wrong dtypes, wrong shapes and unexpected tensors.
+  std::vector<std::string> sentences;
+
+  bool empty() const { return sentences.empty(); }
+};
+
+/// Compares `tensors` with `expected`. A required tensor that is absent, a tensor with a dtype
+/// outside `dtypes` or with another shape, and a file tensor that is not in `expected` are
+/// differences, except file tensors for which `ignored` (may be empty) returns true.
+/// `model_name` appears in the sentences about unexpected tensors.
+TensorDifferences CompareTensors(const std::map<std::string, TensorData>& tensors,
+                                 const std::vector<ExpectedTensor>& expected,
+                                 absl::Span<const DType> dtypes, absl::string_view model_name,
+                                 const std::function<bool(const std::string&)>& ignored = {});
+
+/// Returns "<summary> (N differences):", one indented line per entry of `sentences`, then
+/// `advice` on its own line: the message of a mismatch error.
+std::string FormatDifferences(absl::string_view summary,
+                              const std::vector<std::string>& sentences, absl::string_view advice);
+
+/// Returns "[d0, d1, ...]", the notation that Kiln's messages use for shapes.
+std::string FormatShape(const std::vector<int64_t>& shape);
+
+}  // namespace kiln
+
+#endif  // KILN_RUNTIME_CHECKPOINT_H_

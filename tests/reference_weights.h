@@ -1,0 +1,83 @@
+/** \file
+ * Deterministic weights for tests against PyTorch: the value of each parameter and running
+ * statistic is a function of the tensor's name and the element's index, so a test regenerates the
+ * weights that tools/make_parity_reference.py used instead of storing them. The Python script
+ * implements the same formulas, and tests/parity_test.cpp checks that both give the same bits.
+ *
+ *   std::vector<float> w = kiln::reference::InitialValues(model.params[0]);  // PyTorch order
+ *
+ * The formulas (each computed in double and rounded once to float):
+ *   u(name, i)    element i of the SplitMix64 stream seeded with FNV-1a-64(name), shifted right
+ *                 by 40 bits and scaled by 2^-24: a value in [0, 1) that float represents exactly
+ *   running_mean  0.1 · (2u − 1)
+ *   running_var   0.5 + u
+ *   fan_in > 0    (2u − 1) / sqrt(fan_in): conv2d and dense weights and biases
+ *   weight        1 + 0.2 · (2u − 1): batch_norm (fan_in 0)
+ *   other         0.1 · (2u − 1): batch_norm bias
+ * The rule is chosen by the text after the name's last '.', in that order.
+ */
+#ifndef KILN_TESTS_REFERENCE_WEIGHTS_H_
+#define KILN_TESTS_REFERENCE_WEIGHTS_H_
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "compiler/model.h"
+
+namespace kiln::reference {
+
+/// 64-bit FNV-1a of the bytes of `text`.
+inline uint64_t Fnv1a64(absl::string_view text) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (unsigned char byte : text) {
+    h ^= byte;
+    h *= 0x100000001B3ull;
+  }
+  return h;
+}
+
+/// Element `index` (from 0) of the SplitMix64 stream whose state starts at `seed`.
+inline uint64_t HashBits(uint64_t seed, int64_t index) {
+  uint64_t z = seed + (static_cast<uint64_t>(index) + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/// u(name, index) in [0, 1) with 24 significant bits; `seed` is Fnv1a64(name).
+inline double HashUniform(uint64_t seed, int64_t index) {
+  return static_cast<double>(HashBits(seed, index) >> 40) * (1.0 / (1 << 24));
+}
+
+/// The initial values of parameter or running statistic `p`, in PyTorch's row-major order.
+/// `p.fan_in` is 0 for batch_norm tensors, as ModelBuilder sets it.
+inline std::vector<float> InitialValues(const Param& p) {
+  const uint64_t seed = Fnv1a64(p.name);
+  const size_t dot = p.name.rfind('.');
+  const std::string suffix = dot == std::string::npos ? p.name : p.name.substr(dot + 1);
+  std::vector<float> values(static_cast<size_t>(p.numel()));
+  for (int64_t i = 0; i < p.numel(); ++i) {
+    const double u = HashUniform(seed, i);
+    double value;
+    if (suffix == "running_mean") {
+      value = 0.1 * (2.0 * u - 1.0);
+    } else if (suffix == "running_var") {
+      value = 0.5 + u;
+    } else if (p.fan_in > 0) {
+      value = (1.0 / std::sqrt(static_cast<double>(p.fan_in))) * (2.0 * u - 1.0);
+    } else if (suffix == "weight") {
+      value = 1.0 + 0.2 * (2.0 * u - 1.0);
+    } else {
+      value = 0.1 * (2.0 * u - 1.0);
+    }
+    values[static_cast<size_t>(i)] = static_cast<float>(value);
+  }
+  return values;
+}
+
+}  // namespace kiln::reference
+
+#endif  // KILN_TESTS_REFERENCE_WEIGHTS_H_
