@@ -1,11 +1,14 @@
-# kiln_add_model(NAME <name> SOURCES <files...> [SCHEDULE manual|li2018|mullapudi2016|adams2019]
-#                [BATCH_SIZE <n>])
+# kiln_add_model(NAME <name> SOURCES <files...> [MODEL <definition>]
+#                [SCHEDULE manual|li2018|mullapudi2016|adams2019] [BATCH_SIZE <n>]
+#                [INPUT <CxHxW or F>] [CLASSES <n>])
 #
 # Builds a generator for the model defined in SOURCES, runs it at build time, and defines the
-# object library kiln_model_<name> that registers the compiled model with the runtime. The
-# model is regenerated only when its sources or the compiler change.
+# object library kiln_model_<name> that registers the compiled model with the runtime. MODEL
+# names the registered definition when it differs from NAME (e.g. NAME resnet18_fmnist MODEL
+# resnet18 INPUT 1x28x28 CLASSES 10). The model is regenerated only when its sources or the
+# compiler change.
 function(kiln_add_model)
-  cmake_parse_arguments(ARG "" "NAME;SCHEDULE;BATCH_SIZE" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME;MODEL;SCHEDULE;BATCH_SIZE;INPUT;CLASSES" "SOURCES" ${ARGN})
   if(NOT ARG_NAME OR NOT ARG_SOURCES)
     message(FATAL_ERROR "kiln_add_model: NAME and SOURCES are required")
   endif()
@@ -14,6 +17,16 @@ function(kiln_add_model)
   endif()
   if(NOT ARG_BATCH_SIZE)
     set(ARG_BATCH_SIZE 64)
+  endif()
+  if(NOT ARG_MODEL)
+    set(ARG_MODEL ${ARG_NAME})
+  endif()
+  set(options)
+  if(ARG_INPUT)
+    list(APPEND options --input ${ARG_INPUT})
+  endif()
+  if(ARG_CLASSES)
+    list(APPEND options --classes ${ARG_CLASSES})
   endif()
 
   set(generator kiln-gen-${ARG_NAME})
@@ -25,8 +38,8 @@ function(kiln_add_model)
   set(libraries ${dir}/${ARG_NAME}_kernels.a)
   add_custom_command(
     OUTPUT ${libraries} ${dir}/${ARG_NAME}_kernels.h ${dir}/${ARG_NAME}_model.cpp
-    COMMAND ${generator} --model ${ARG_NAME} --schedule ${ARG_SCHEDULE} --output_dir ${dir}
-            --batch_size ${ARG_BATCH_SIZE} --target ${KILN_TARGET}
+    COMMAND ${generator} --model ${ARG_MODEL} --name ${ARG_NAME} --schedule ${ARG_SCHEDULE}
+            --output_dir ${dir} --batch_size ${ARG_BATCH_SIZE} --target ${KILN_TARGET} ${options}
     DEPENDS ${generator}
     COMMENT "Compiling model ${ARG_NAME} (${ARG_SCHEDULE} schedule, batch ${ARG_BATCH_SIZE})"
     VERBATIM)

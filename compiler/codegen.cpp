@@ -229,7 +229,7 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
       c.first = lowered.first;
       c.last = lowered.last;
       c.params = lowered.params.size();
-      c.buffers = lowered.buffer_indices.size();
+      if (mode == LowerMode::kForward) c.buffers = lowered.buffer_indices.size();
       absl::StatusOr<Halide::Pipeline> pipeline =
           SegmentPipeline(lowered, options.scheduler, target, options.machine);
       if (!pipeline.ok()) return pipeline.status();

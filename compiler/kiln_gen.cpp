@@ -8,7 +8,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "compiler/codegen.h"
 #include "models/registry.h"
 
@@ -20,6 +22,11 @@ ABSL_FLAG(std::string, output_dir, "", "Directory for the generated libraries, h
 ABSL_FLAG(std::string, target, "host",
           "Halide target, e.g. host or x86-64-linux-avx2-fma for CPUs older than this one.");
 ABSL_FLAG(int, batch_size, 64, "Batch size the model is defined and tuned for (images).");
+ABSL_FLAG(std::string, name, "",
+          "Name of the compiled model (default: --model), for several builds of one definition.");
+ABSL_FLAG(std::string, input, "",
+          "Input size per sample instead of the model's default: CxHxW (e.g. 1x28x28) or F.");
+ABSL_FLAG(int, classes, 0, "Number of classes (or outputs) instead of the model's default.");
 ABSL_FLAG(int, parallelism, 2, "Threads the autoschedulers tune for (the run-time count is free).");
 ABSL_FLAG(bool, emit_stmt, false, "Also write each function's lowered loop nest (<function>.stmt).");
 ABSL_FLAG(std::string, runtime, "",
@@ -52,11 +59,31 @@ int main(int argc, char** argv) {
   }
   kiln::ModelOptions model_options;
   model_options.batch_size = absl::GetFlag(FLAGS_batch_size);
+  model_options.num_classes = absl::GetFlag(FLAGS_classes);
+  if (!absl::GetFlag(FLAGS_input).empty()) {
+    std::vector<std::string> sizes = absl::StrSplit(absl::GetFlag(FLAGS_input), 'x');
+    std::vector<int64_t> values;
+    bool valid = true;
+    for (const std::string& size : sizes) {
+      int64_t value = 0;
+      valid = valid && absl::SimpleAtoi(size, &value) && value > 0;
+      values.push_back(value);
+    }
+    if (!valid || (values.size() != 1 && values.size() != 3)) {
+      std::fprintf(stderr, "kiln-gen: --input '%s' is not CxHxW or F with positive sizes; "
+                   "e.g. --input 1x28x28\n", absl::GetFlag(FLAGS_input).c_str());
+      return 2;
+    }
+    model_options.channels = values[0];
+    model_options.height = values.size() == 3 ? values[1] : 1;
+    model_options.width = values.size() == 3 ? values[2] : 1;
+  }
   absl::StatusOr<kiln::Model> model = kiln::BuildModel(name, model_options);
   if (!model.ok()) {
     std::fprintf(stderr, "kiln-gen: %s\n", std::string(model.status().message()).c_str());
     return 1;
   }
+  if (!absl::GetFlag(FLAGS_name).empty()) model->name = absl::GetFlag(FLAGS_name);
 
   kiln::CodegenOptions options;
   options.output_dir = absl::GetFlag(FLAGS_output_dir);

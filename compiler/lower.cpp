@@ -34,15 +34,18 @@ Halide::ImageParam TensorParam(Halide::Type type, const std::vector<int64_t>& sh
   return p;
 }
 
-// Reads `p` with the sample index clamped to the batch, so schedules may compute whole vectors
-// of samples past a partial last batch: those lanes repeat the last sample and never reach an
-// output.
+// Reads `p` with every index clamped to its extent. On the sample index this lets schedules
+// compute whole vectors of samples past a partial last batch: those lanes repeat the last sample
+// and never reach an output. On the others it keeps the backward functions in bounds where they
+// recompute the forward pass past a tensor's edge (behind a padded convolution), for positions
+// whose adjoint is zero.
 Halide::Func ClampedBatch(const Halide::ImageParam& p, const std::string& name) {
   std::vector<Halide::Var> args = ops::TensorVars(p.dimensions() == 4 ? 3 : 1);
   if (p.dimensions() == 1) args = {ops::vars().n};
-  std::vector<Halide::Expr> call(args.begin(), args.end());
-  const int last = p.dimensions() - 1;
-  call[last] = Halide::clamp(args[last], 0, p.dim(last).extent() - 1);
+  std::vector<Halide::Expr> call;
+  for (int d = 0; d < p.dimensions(); ++d) {
+    call.push_back(Halide::clamp(args[d], 0, p.dim(d).extent() - 1));
+  }
   Halide::Func f(name);
   f(args) = p(call);
   return f;
@@ -56,8 +59,13 @@ std::pair<Halide::ImageParam, Halide::Func> StateParam(const Param& p) {
     const int extent = static_cast<int>(p.shape[dims - 1 - d]);
     param.dim(d).set_bounds(0, extent).set_estimate(0, extent);
   }
+  // Clamped for the same reason as segment inputs (ClampedBatch); the clamps vanish where
+  // bounds are exact.
   std::vector<Halide::Var> vars(dims);
-  std::vector<Halide::Expr> call(vars.begin(), vars.end());
+  std::vector<Halide::Expr> call;
+  for (int d = 0; d < dims; ++d) {
+    call.push_back(Halide::clamp(vars[d], 0, static_cast<int>(p.shape[dims - 1 - d]) - 1));
+  }
   Halide::Func wrapper(HalideName(p.name) + "_value");
   wrapper(vars) = param(call);
   return {param, wrapper};
@@ -77,8 +85,10 @@ void LowerLayers(LoweredSegment& s, const ops::Context& context) {
   };
   int dropout_salt = 0;
   for (int i = s.segment.first; i <= s.segment.last; ++i) {
-    const Layer& layer = model.layers[i];
-    if (IsLoss(layer.kind)) break;
+    if (IsLoss(model.layers[i].kind)) break;
+    // The ops name their Funcs after the layer, and Halide names may not contain '.'.
+    Layer layer = model.layers[i];
+    layer.name = HalideName(layer.name);
     const std::vector<int64_t>& in_shape = model.layers[layer.input()].output_shape;
     Halide::Func in = func_of(layer.input());
     auto param = [&](size_t k) {
@@ -143,7 +153,9 @@ void LowerLayers(LoweredSegment& s, const ops::Context& context) {
       case OpKind::kBceWithLogitsLoss: break;
     }
     s.layers[i] = lowered;
-    for (const Halide::Func& f : lowered.new_buffers) s.new_buffers.push_back(f);
+    if (s.mode != LowerMode::kBackward) {
+      for (const Halide::Func& f : lowered.new_buffers) s.new_buffers.push_back(f);
+    }
   }
 }
 
@@ -253,7 +265,18 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
     s.loss.correct.set_estimates({});
   } else {
     s.output_grad = TensorParam(Halide::Float(32), out_shape, model.batch_size, "output_grad");
-    adjoint_of = ClampedBatch(s.output_grad, "output_adjoint");
+    // Zero outside the output: the adjoints of padded convolutions read their output's adjoint
+    // past its edges.
+    std::vector<Halide::Var> vars = ops::TensorVars(out_shape.size());
+    std::vector<Halide::Expr> clamped;
+    Halide::Expr inside = Halide::Internal::const_true();
+    for (size_t d = 0; d < vars.size(); ++d) {
+      Halide::Expr extent = s.output_grad.dim(static_cast<int>(d)).extent();
+      inside = inside && vars[d] >= 0 && vars[d] < extent;
+      clamped.push_back(Halide::clamp(vars[d], 0, extent - 1));
+    }
+    adjoint_of = Halide::Func("output_adjoint");
+    adjoint_of(vars) = Halide::select(inside, s.output_grad(clamped), 0.0f);
   }
   // Reverse mode from the scalar loss or from the given output adjoint: one adjoint Func per
   // forward Func and per parameter.

@@ -48,7 +48,7 @@ absl::Status CheckSize(const CompiledModel& model, const std::vector<float>& val
                                                  " values, but the model has ", expected));
 }
 
-// Adds the F32 tensor `name` with the values of `p` in `array`; fails when the name is taken.
+// Adds the F32 tensor `name` with the values of `p` in `array`. Fails when the name is taken.
 absl::Status AddTensor(const std::string& path, const std::string& name, const ParamInfo& p,
                        const std::vector<float>& array, TensorFile& file) {
   absl::StatusOr<TensorData> tensor =
@@ -65,6 +65,15 @@ absl::Status AddTensor(const std::string& path, const std::string& name, const P
 void CopyF32(const TensorData& tensor, const ParamInfo& p, std::vector<float>& array) {
   if (p.numel == 0) return;
   std::copy(tensor.f32(), tensor.f32() + p.numel, array.begin() + p.offset);
+}
+
+// Moves `values` into `array`, copying when the sizes match so that `array` keeps its storage.
+void Replace(std::vector<float>& array, std::vector<float>&& values) {
+  if (array.size() == values.size()) {
+    std::copy(values.begin(), values.end(), array.begin());
+  } else {
+    array = std::move(values);
+  }
 }
 
 }  // namespace
@@ -157,7 +166,9 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::str
   }
   for (const ParamInfo& b : model.buffers) CopyF32(file->tensors.at(b.name), b, loaded.buffers);
 
-  state = std::move(loaded);
+  Replace(state.params, std::move(loaded.params));
+  Replace(state.velocity, std::move(loaded.velocity));
+  Replace(state.buffers, std::move(loaded.buffers));
   return std::move(file->metadata);
 }
 

@@ -4,7 +4,8 @@
  *
  *   kiln::ModelState state = kiln::ZeroState(model);
  *   ...  // train
- *   absl::Status saved = kiln::SaveCheckpoint("run.safetensors", model, state, {{"kiln.epoch", "3"}});
+ *   absl::Status saved =
+ *       kiln::SaveCheckpoint("run.safetensors", model, state, {{"kiln.epoch", "3"}});
  *
  *   absl::StatusOr<std::map<std::string, std::string>> metadata =
  *       kiln::LoadCheckpoint("run.safetensors", model, state);
@@ -34,8 +35,8 @@
 
 namespace kiln {
 
-/// The state of one model in flat float arrays, laid out as its CompiledModel says: `params` and
-/// `velocity` (SGD momentum) have `num_params` values, and parameter p occupies
+/// The state of one model in flat float arrays, laid out as its CompiledModel describes:
+/// `params` and `velocity` (SGD momentum) have `num_params` values, and parameter p occupies
 /// [p.offset, p.offset + p.numel). `buffers` has `num_buffer_values` values laid out by
 /// CompiledModel::buffers.
 struct ModelState {
@@ -51,15 +52,15 @@ inline constexpr absl::string_view kMomentumPrefix = "momentum_buffer.";
 ModelState ZeroState(const CompiledModel& model);
 
 /// Checks that every ParamInfo of `model` lies inside its flat array and that its `numel` is the
-/// product of its shape. Returns InvalidArgument naming the first inconsistent entry. Generated
-/// models always pass; the check guards the copies against hand-built ones.
+/// product of its shape. Returns InvalidArgument naming the first inconsistent entry. The
+/// functions here call it first, so a hand-built description cannot make them copy out of bounds.
 absl::Status CheckLayout(const CompiledModel& model);
 
 /// Writes `state` to `path` as a checkpoint (see the file comment), replacing any existing file
 /// atomically (WriteSafetensors). The file's metadata is `metadata` plus "kiln.model" and
 /// "kiln.num_params", which override keys of the same name in `metadata`.
 /// Returns InvalidArgument when the sizes of `state` differ from what `model` needs, or when two
-/// tensors of `model` would get the same name; otherwise the errors of WriteSafetensors.
+/// tensors of `model` would get the same name. Other errors are those of WriteSafetensors.
 absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
                             const ModelState& state,
                             const std::map<std::string, std::string>& metadata);
@@ -69,7 +70,8 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
 /// Every parameter and every buffer of `model` is required, as an F32 tensor of its shape. A
 /// momentum tensor may be absent, and the momentum of that parameter is then zero. The file must
 /// contain no other tensors, and its "kiln.model", when present, must be `model.name`.
-/// On success `state` is replaced and has the sizes that `model` needs, whatever it held before.
+/// On success `state` has the sizes that `model` needs, whatever it held before. An array that
+/// already had its size keeps its storage, so pointers into it (Halide buffers) stay valid.
 /// On any error `state` is unchanged. A file that does not match returns InvalidArgument with one
 /// message that names `path` and lists every difference; read errors are those of
 /// ReadSafetensors.

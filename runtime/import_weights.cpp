@@ -326,7 +326,7 @@ absl::StatusOr<ModelState> ImportTorchStateDict(const std::string& path, const C
   TensorDifferences differences =
       CompareTensors(file->tensors, expected, kFloatDTypes, model.name, IsBatchCounter);
 
-  // Convert only a file whose names, shapes and dtypes match; conversion adds range errors.
+  // Only a file whose names, shapes and dtypes match is converted, which can add range errors.
   ModelState state = ZeroState(model);
   std::set<std::string> converted;
   if (differences.empty()) {

@@ -2,7 +2,8 @@
  * Importing PyTorch weights: a `state_dict` saved as safetensors becomes a Kiln checkpoint.
  *
  * In Python, with a model whose layer names and shapes match the Kiln model (torchvision's
- * ResNets and AlexNet match Kiln's resnet* and alexnet; tools/export_torchvision.py writes them):
+ * resnet18 to resnet152 and alexnet match Kiln's models of the same name, and
+ * tools/export_torchvision.py writes their files):
  *
  *   from safetensors.torch import save_file
  *   save_file(model.state_dict(), "resnet18.safetensors")
@@ -12,8 +13,8 @@
  *   absl::Status imported = kiln::ImportWeightsCommand(*model, "resnet18.safetensors",
  *                                                      "resnet18_kiln.safetensors");
  *
- * Kiln keeps parameters in PyTorch's own memory layout and under the `state_dict` names, so the
- * import maps names one to one and copies the values; it transposes nothing.
+ * Kiln keeps parameters in PyTorch's own memory layout and under the `state_dict` names. So the
+ * import maps names one to one and copies the values without transposing anything.
  */
 #ifndef KILN_RUNTIME_IMPORT_WEIGHTS_H_
 #define KILN_RUNTIME_IMPORT_WEIGHTS_H_
@@ -30,7 +31,7 @@
 
 namespace kiln {
 
-/// What ImportTorchStateDict did beside copying values.
+/// The changes that ImportTorchStateDict made besides copying values.
 struct ImportSummary {
   int64_t num_tensors = 0;                    ///< Parameters and buffers imported.
   std::vector<std::string> converted_dtypes;  ///< Source dtypes converted to F32, e.g. {"F64"}.
@@ -43,8 +44,8 @@ struct ImportSummary {
 ///
 /// - Every parameter and buffer (BatchNorm running_mean and running_var) of `model` must be in
 ///   the file under its name, with its shape.
-/// - F32 values are copied. F64, F16 and BF16 values are converted to F32, rounding to nearest;
-///   an F64 value beyond the F32 range is an error rather than an infinity.
+/// - F32 values are copied. F64, F16 and BF16 values are converted to F32, rounding to nearest.
+///   An F64 value beyond the F32 range is an error rather than an infinity.
 /// - Tensors named "num_batches_tracked" or "*.num_batches_tracked" (BatchNorm's I64 step
 ///   counter, which Kiln does not keep) are ignored.
 /// - When every tensor name starts with "module." (torch.nn.DataParallel and
@@ -63,7 +64,7 @@ absl::StatusOr<ModelState> ImportTorchStateDict(const std::string& path, const C
 
 /// Imports the state_dict at `from` (ImportTorchStateDict) and saves it as a Kiln checkpoint at
 /// `output` with the metadata "kiln.imported_from" = `from`, then prints one line to `log` that
-/// says what was imported. The checkpoint has no "kiln.epoch", so `kiln eval` accepts it and
+/// describes the import. The checkpoint has no "kiln.epoch", so `kiln eval` accepts it and
 /// `kiln train --resume` does not.
 ///
 /// Returns AlreadyExists, before reading `from`, when `output` exists: the command never

@@ -25,7 +25,7 @@
 ///
 /// Kiln supports the dtypes F32, F64, F16, BF16, I32, I64 and U8. Files with other dtypes (I8,
 /// BOOL, F8_E4M3, ...) are rejected when read. TensorData has typed accessors only for F32, I32,
-/// I64 and U8; F64, F16 and BF16 tensors are kept as raw bytes, which the PyTorch weight importer
+/// I64 and U8. F64, F16 and BF16 tensors are kept as raw bytes, which the PyTorch weight importer
 /// (import_weights.h) converts to float32.
 #ifndef KILN_RUNTIME_SAFETENSORS_H_
 #define KILN_RUNTIME_SAFETENSORS_H_

@@ -90,7 +90,8 @@ TensorData F32Tensor(std::vector<int64_t> shape, const std::vector<float>& value
 
 // Returns a tensor of `dtype` and `shape` whose data are the bytes of `elements`.
 template <typename Element>
-TensorData RawTensor(DType dtype, std::vector<int64_t> shape, const std::vector<Element>& elements) {
+TensorData RawTensor(DType dtype, std::vector<int64_t> shape,
+                     const std::vector<Element>& elements) {
   TensorData tensor;
   tensor.dtype = dtype;
   tensor.shape = std::move(shape);
@@ -236,6 +237,23 @@ TEST(Checkpoint, SaveRejectsRepeatedName) {
   EXPECT_FALSE(Exists(path));
 }
 
+TEST(Checkpoint, LoadKeepsStorageOfSizedState) {
+  const CompiledModel model = TinyModel();
+  const ModelState saved = DistinctState(model, 1.0f);
+  const std::string path = TempPath("storage.safetensors");
+  ASSERT_TRUE(SaveCheckpoint(path, model, saved, {}).ok());
+
+  ModelState state = ZeroState(model);
+  const float* params = state.params.data();
+  const float* velocity = state.velocity.data();
+  const float* buffers = state.buffers.data();
+  ASSERT_TRUE(LoadCheckpoint(path, model, state).ok());
+  EXPECT_EQ(state.params.data(), params);
+  EXPECT_EQ(state.velocity.data(), velocity);
+  EXPECT_EQ(state.buffers.data(), buffers);
+  EXPECT_TRUE(StatesEqual(state, saved));
+}
+
 TEST(Checkpoint, LoadWithoutMomentumZeroesVelocity) {
   const CompiledModel model = TinyModel();
   const ModelState saved = DistinctState(model, 3.0f);
@@ -377,7 +395,7 @@ TEST(Import, ConvertsF64F16AndBF16) {
   const ModelState source = DistinctState(model, 1.0f);
   TensorFile file = TorchStateDict(model, source);
 
-  // F64: rounds to the nearest float; an underflow becomes zero.
+  // F64 rounds to the nearest float, and an underflow becomes zero.
   file.tensors["bn1.weight"] = RawTensor<double>(DType::kF64, {2}, {0.1, 1e-50});
   // F16: 1, -2, the smallest subnormal 2^-24 and infinity are exact in float.
   file.tensors["bn1.running_mean"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x3c00, 0xc000});
@@ -622,7 +640,9 @@ absl::Status RunImport(const CompiledModel& model, const std::string& from,
   absl::Status status = ImportWeightsCommand(model, from, output, file);
   std::rewind(file);
   log->clear();
-  for (int c = std::fgetc(file); c != EOF; c = std::fgetc(file)) log->push_back(static_cast<char>(c));
+  for (int c = std::fgetc(file); c != EOF; c = std::fgetc(file)) {
+    log->push_back(static_cast<char>(c));
+  }
   std::fclose(file);
   return status;
 }

@@ -116,6 +116,14 @@ class Fields {
   absl::Status status_;
 };
 
+bool IsLayerOp(const std::string& op) {
+  static const std::set<std::string>* ops = new std::set<std::string>{
+      "input", "conv2d", "relu", "leaky_relu", "sigmoid", "tanh", "max_pool2d", "avg_pool2d",
+      "adaptive_avg_pool2d", "flatten", "dense", "add", "concat", "dropout", "batch_norm2d",
+      "batch_norm1d", "cross_entropy_loss", "mse_loss", "l1_loss", "bce_with_logits_loss"};
+  return ops->count(op) > 0;
+}
+
 bool IsNamedOp(const std::string& op) {
   return op == "conv2d" || op == "dense" || op == "batch_norm2d" || op == "batch_norm1d";
 }
@@ -143,6 +151,9 @@ class SpecBuilder {
     if (s.op == "model") {
       return absl::InvalidArgumentError(
           absl::StrCat(s.where(), ": the model line must come before every layer"));
+    }
+    if (!IsLayerOp(s.op)) {
+      return absl::InvalidArgumentError(absl::StrCat(s.where(), ": unknown op"));
     }
     absl::StatusOr<std::string> name = LayerName(s, fields);
     if (!name.ok()) return name.status();
@@ -274,7 +285,7 @@ class SpecBuilder {
       if (op == "bce_with_logits_loss") net_.bce_with_logits_loss(x, target_tensor);
       return Tensor{};
     }
-    return absl::InvalidArgumentError(absl::StrCat(s.where(), ": unknown op '", op, "'"));
+    return absl::InternalError(absl::StrCat(s.where(), ": the op is known but not built"));
   }
 
   ModelBuilder net_;

@@ -52,8 +52,8 @@ inline double HashUniform(uint64_t seed, int64_t index) {
   return static_cast<double>(HashBits(seed, index) >> 40) * (1.0 / (1 << 24));
 }
 
-/// The initial values of parameter or running statistic `p`, in PyTorch's row-major order.
-/// `p.fan_in` is 0 for batch_norm tensors, as ModelBuilder sets it.
+/// Returns the initial values of parameter or running statistic `p` in PyTorch's row-major
+/// order. `p.fan_in` is 0 for batch_norm tensors, as ModelBuilder sets it.
 inline std::vector<float> InitialValues(const Param& p) {
   const uint64_t seed = Fnv1a64(p.name);
   const size_t dot = p.name.rfind('.');

@@ -5,10 +5,12 @@ Each case is a small model given as a spec, the line-based text format that test
 documents and parses for C++. This script parses the same spec, computes one training step (or
 one evaluation) of it with PyTorch, and stores the results. tests/parity_test.cpp builds the
 models without blocks from their specs and compares Kiln's lowered pipelines with the op cases.
-The model cases (lenet5, resnet*, alexnet, mlp_regression) are for a test of the compiled models.
+The model cases are for a test of the compiled models: lenet5, resnet20, mlp_regression and
+denoising_autoencoder at their default input sizes, resnet18/34/50/101/152 at 3×32×32 with batch 2
+and 10 classes, and alexnet at 3×64×64 with batch 2 and 10 classes (in eval mode, see below).
 
-Run with a Python that has torch (on Debian 12, /usr/bin/python3 with the python3-torch
-package); it needs only torch and numpy, and writes the safetensors format itself:
+Run it with a Python that has torch (on Debian 12, /usr/bin/python3 with the python3-torch
+package). It needs only torch and numpy, and writes the safetensors format itself:
 
     /usr/bin/python3 tools/make_parity_reference.py            # every case
     /usr/bin/python3 tools/make_parity_reference.py --case conv_groups2 --case resnet18
@@ -50,12 +52,14 @@ File format (safetensors; every tensor F32 unless noted; PyTorch shapes, row-maj
   full:
     param.<name>       every parameter before the step (equal to the hash formula)
     buffer.<name>      every running statistic before the step (likewise)
-    grad.input         d loss / d input; where the loss reconstructs the input, the target
-                       counts as a constant (x.detach()), so only the path through the layers
+    grad.input         d loss / d input. Where the loss reconstructs the input, the target
+                       counts as a constant (x.detach()), so this is the gradient through the
+                       layers only, as Kiln computes it
     grad.<name>        d loss / d parameter, for every parameter
     buffer_after.<name>  running statistics after the training forward (equal to buffer.<name>
                        in eval mode)
-  sampled (for models whose tensors would take megabytes):
+  sampled (the model cases, whose tensors would take megabytes; they store no param.* or
+  buffer.*, which tests/reference_weights.h regenerates):
     index.<name>       I32 [k]: flat indices into tensor <name> (a parameter, a buffer or
                        "input"), k = min(32, numel), distinct, ascending, from the hash of
                        "<name>/sample"
@@ -231,12 +235,16 @@ def parse_spec(text):
                 raise ValueError(f"{where}: '{field}' is not a new key=value")
             values[key] = value
         if op == "model":
-            model_name = values.pop("name", model_name)
+            if layers or "name" not in values:
+                raise ValueError(f"{where}: needs name= and must come before every layer")
+            model_name = values.pop("name")
         elif op == "begin_block":
             if "name" not in values or block is not None:
                 raise ValueError(f"{where}: needs name= and must not be inside another block")
             block = values.pop("name")
         elif op == "end_block":
+            if block is None:
+                raise ValueError(f"{where}: no block is open")
             block = None
         elif op in ATTRIBUTES:
             layers.append(parse_layer(op, values, layers, block, where))
@@ -518,7 +526,8 @@ def make_data(case, model):
 
 
 def run_case(case):
-    """Computes the case and returns (arrays, metadata) for its file."""
+    """Computes the case. Returns the SpecModel, the arrays and metadata of its file, and the
+    float64 results (params, buffers after the step, gradients, prediction, loss)."""
     model = SpecModel(case.spec)
     training = case.mode == "train"
     x32, targets = make_data(case, model)
@@ -657,7 +666,7 @@ def op_cases():
         # Dropout: the identity in evaluation, and at p = 0 in training.
         unary_case("dropout_eval", 2, (3, 5, 7), "dropout", mode="eval", p="0.5"),
         unary_case("dropout_p0_train", 2, (3, 5, 7), "dropout", p="0"),
-        # No layer at all: flatten and the loss.
+        # flatten alone before the head's dense layer.
         unary_case("flatten", 1, (3, 5, 7), "flatten"),
     ]
     cases += [flat_activations(), dense_chain(), residual_add(), concat_case(),
@@ -768,8 +777,11 @@ def loss_cases():
     for name, batch, smoothing in (("cross_entropy", 3, None), ("cross_entropy_batch1", 1, None),
                                    ("cross_entropy_smoothing", 3, "0.1"),
                                    ("cross_entropy_smoothing_batch1", 1, "0.25")):
+        # The logits are the input, as {7, 1, 1} → flatten: Kiln's lowering needs one layer
+        # before the loss.
         s = SpecWriter(name)
-        x = s.input(features=7)
+        x = s.input(channels=7, height=1, width=1)
+        x = s.layer("flatten", x=x)
         extra = {} if smoothing is None else {"label_smoothing": smoothing}
         s.layer("cross_entropy_loss", x=x, num_classes=7, **extra)
         cases.append(Case(name, s.text(), batch))
@@ -983,6 +995,7 @@ def check_torchvision(case, model, result):
     if case.name not in RESNETS:
         return "no torchvision counterpart"
     params, buffers, grad_of, prediction, loss = result
+
     net = getattr(torchvision.models, case.name)(num_classes=10).double()
     state = {n: torch.from_numpy(reference_value(n, shape, fan_in)).double()
              for n, shape, fan_in in model.params}
@@ -997,11 +1010,13 @@ def check_torchvision(case, model, result):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = to_float32("0.1")
             m.eps = to_float32("1e-5")
+
     net.train()
     x32, targets = make_data(case, model)
     out = net(torch.from_numpy(x32).double())
     tv_loss = F.cross_entropy(out, torch.from_numpy(targets).long())
     tv_loss.backward()
+
     worst = max((out - prediction).abs().max().item(), (tv_loss - loss).abs().item())
     named = dict(net.named_parameters())
     for n in params:

@@ -11,9 +11,9 @@ package):
     /usr/bin/python3 tools/make_reference.py --data /usr/share/datasets/fashion-mnist \
         --out tests/data/lenet5_step.safetensors
 
-The script needs only torch and numpy, and writes the safetensors format itself. When the
-`safetensors` package is installed, it reads the file back with it as a check. Two runs with the
-same torch version write the same bytes.
+The script needs only torch and numpy, and writes the safetensors format itself with
+tools/safetensors_io.py. When the `safetensors` package is installed, it reads the file back with
+it as a check. Two runs with the same torch version write the same bytes.
 
 What the file contains (all F32 except `labels` and `rows.*`, which are I32):
     input [8, 1, 28, 28]     the first 8 Fashion-MNIST test images, bytes / 255
@@ -37,7 +37,6 @@ a larger difference from Kiln is Kiln's error, not PyTorch's.
 
 import argparse
 import gzip
-import json
 import os
 import struct
 import sys
@@ -46,6 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from safetensors_io import write_safetensors
 
 BATCH = 8
 SEED = 0
@@ -129,30 +130,6 @@ def to_numpy(name, value, rows):
         value = value[rows[param]]
     # Not np.ascontiguousarray, which turns the scalar losses into shape [1].
     return np.array(value, dtype=np.float32, order="C")
-
-
-def write_safetensors(path, arrays, metadata):
-    """Writes `arrays` (name -> float32 or int32 numpy array) and `metadata` in the safetensors
-    format: a u64 little-endian header size, a JSON header padded with spaces to a multiple of 8,
-    then the tensors' little-endian bytes in header order, without gaps."""
-    dtypes = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
-    header = {"__metadata__": metadata}
-    offset = 0
-    for name in sorted(arrays):
-        a = arrays[name]
-        header[name] = {"dtype": dtypes[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for name in sorted(arrays):
-            f.write(arrays[name].astype(arrays[name].dtype.newbyteorder("<")).tobytes())
-    os.replace(tmp, path)
 
 
 def check_with_package(path, arrays, metadata):

@@ -93,7 +93,10 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
   for (int u = 0; u < f.num_update_definitions(); ++u) {
     std::vector<Var> pure = PureUpdateVars(f, u);
     const int pure_n = IndexOf(pure, n);
-    if (pure_n < 0) continue;  // Reduces over the batch: left serial (the loss sum).
+    if (pure_n < 0) {
+      f.update(u).unscheduled();  // Reduces over the batch: left serial (the loss sum).
+      continue;
+    }
     // Samples innermost, then the reduction, then the other pure dimensions.
     std::vector<Halide::VarOrRVar> order = {pure[pure_n]};
     for (const Halide::RVar& r : RVars(f, u)) order.emplace_back(r);
