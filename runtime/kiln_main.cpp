@@ -3,6 +3,7 @@
 //   kiln train --model lenet5 --epochs 10
 //   kiln eval --model lenet5 --checkpoint lenet5.safetensors
 //   kiln summary --model lenet5
+//   kiln import-weights --model resnet18 --from torch.safetensors --checkpoint resnet18.safetensors
 #include <cmath>
 #include <cstdio>
 #include <set>
@@ -20,6 +21,7 @@
 #include "fmt/core.h"
 #include "runtime/compiled_model.h"
 #include "runtime/idx.h"
+#include "runtime/import_weights.h"
 #include "runtime/network.h"
 #include "runtime/safetensors.h"
 #include "runtime/summary.h"
@@ -40,6 +42,8 @@ ABSL_FLAG(std::string, checkpoint, "",
 ABSL_FLAG(bool, resume, false, "Continue training from --checkpoint.");
 ABSL_FLAG(int64_t, train_limit, 0, "Use only the first N training images; 0 uses all.");
 ABSL_FLAG(int64_t, test_limit, 0, "Use only the first N test images; 0 uses all.");
+ABSL_FLAG(std::string, from, "",
+          "import-weights: a PyTorch state_dict saved as safetensors (torchvision names).");
 
 namespace {
 
@@ -50,7 +54,8 @@ constexpr char kUsage[] =
     "               [--weight-decay X] [--batch-size N] [--seed N] [--threads N]\n"
     "               [--train-limit N] [--test-limit N] [--checkpoint PATH [--resume]]\n"
     "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
-    "  kiln summary [--model lenet5]\n\n"
+    "  kiln summary [--model lenet5]\n"
+    "  kiln import-weights --model NAME --from STATE_DICT.safetensors --checkpoint PATH\n\n"
     "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).";
 
 int Fail(const absl::Status& status) {
@@ -232,13 +237,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> storage;
   std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  constexpr char kCommands[] = "use train, eval, summary or import-weights";
   if (positional.size() != 2) {
-    return Usage(positional.size() < 2 ? "missing command: use train, eval or summary"
+    return Usage(positional.size() < 2 ? absl::StrCat("missing command: ", kCommands)
                                        : absl::StrCat("unexpected argument '", positional[2], "'"));
   }
   const std::string command = positional[1];
-  if (command != "train" && command != "eval" && command != "summary") {
-    return Usage(absl::StrCat("unknown command '", command, "': use train, eval or summary"));
+  if (command != "train" && command != "eval" && command != "summary" &&
+      command != "import-weights") {
+    return Usage(absl::StrCat("unknown command '", command, "': ", kCommands));
   }
   if (absl::Status status = ValidateFlags(); !status.ok()) return Usage(std::string(status.message()));
 
@@ -251,6 +258,14 @@ int main(int argc, char** argv) {
   if (command == "summary") {
     fmt::print("{}", kiln::FormatSummary(*model));
     return 0;
+  }
+  if (command == "import-weights") {
+    if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_checkpoint).empty()) {
+      return Usage("import-weights needs --from STATE_DICT.safetensors and --checkpoint PATH");
+    }
+    absl::Status status =
+        kiln::ImportWeightsCommand(*model, absl::GetFlag(FLAGS_from), absl::GetFlag(FLAGS_checkpoint));
+    return status.ok() ? 0 : Fail(status);
   }
 
   kiln::SetThreads(absl::GetFlag(FLAGS_threads));

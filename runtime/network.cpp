@@ -7,8 +7,8 @@
 #include "HalideBuffer.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/checkpoint.h"
 #include "runtime/halide_allocator.h"
-#include "runtime/safetensors.h"
 
 namespace kiln {
 namespace {
@@ -34,12 +34,6 @@ absl::Status HalideStatus(int code, const std::string& function, const CompiledM
   return absl::InternalError(absl::StrCat(model.name, "_", function, " failed (Halide error ", code,
                                           "): ", message));
 }
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-constexpr char kMomentumPrefix[] = "momentum_buffer.";
 
 // Halide buffer views of the per-tensor slices of a flat array, one per ParamInfo. The
 // generated code reads and writes the array through them in place.
@@ -237,78 +231,19 @@ absl::Status Network::Update(const SgdOptions& options) {
 
 absl::Status Network::SaveCheckpoint(const std::string& path,
                                      const std::map<std::string, std::string>& metadata) const {
-  TensorFile file;
-  file.metadata = metadata;
-  file.metadata["kiln.model"] = model_.name;
-  file.metadata["kiln.num_params"] = absl::StrCat(model_.num_params);
-  for (const ParamInfo& p : model_.params) {
-    file.tensors[p.name] = MakeF32(p.shape, params_.data() + p.offset);
-    file.tensors[kMomentumPrefix + p.name] = MakeF32(p.shape, velocity_.data() + p.offset);
-  }
-  for (const ParamInfo& b : model_.buffers) {
-    file.tensors[b.name] = MakeF32(b.shape, buffers_.data() + b.offset);
-  }
-  return WriteSafetensors(path, file);
+  ModelState state{params_, velocity_, buffers_};
+  return kiln::SaveCheckpoint(path, model_, state, metadata);
 }
 
 absl::StatusOr<std::map<std::string, std::string>> Network::LoadCheckpoint(const std::string& path) {
-  absl::StatusOr<TensorFile> file = ReadSafetensors(path);
-  if (!file.ok()) return file.status();
-
-  // Check everything first, so a mismatched file changes nothing.
-  std::vector<std::string> problems;
-  auto it = file->metadata.find("kiln.model");
-  if (it != file->metadata.end() && it->second != model_.name) {
-    problems.push_back(absl::StrCat("it is a checkpoint of model '", it->second, "', not '",
-                                    model_.name, "'"));
-  }
-  auto check = [&](const std::string& name, const ParamInfo& p, bool required) {
-    auto t = file->tensors.find(name);
-    if (t == file->tensors.end()) {
-      if (required) problems.push_back(absl::StrCat("tensor '", name, "' is missing"));
-      return;
-    }
-    if (t->second.dtype != DType::kF32) {
-      problems.push_back(absl::StrCat("tensor '", name, "' has dtype ", DTypeName(t->second.dtype),
-                                      ", expected F32"));
-    } else if (t->second.shape != p.shape) {
-      problems.push_back(absl::StrCat("tensor '", name, "' has shape ", ShapeString(t->second.shape),
-                                      ", expected ", ShapeString(p.shape)));
-    }
-  };
-  for (const ParamInfo& p : model_.params) {
-    check(p.name, p, /*required=*/true);
-    check(kMomentumPrefix + p.name, p, /*required=*/false);
-  }
-  for (const ParamInfo& b : model_.buffers) check(b.name, b, /*required=*/true);
-  for (const auto& [name, tensor] : file->tensors) {
-    std::string base = name.rfind(kMomentumPrefix, 0) == 0 ? name.substr(sizeof(kMomentumPrefix) - 1) : name;
-    bool known = false;
-    for (const ParamInfo& p : model_.params) known |= p.name == base;
-    for (const ParamInfo& b : model_.buffers) known |= b.name == name;
-    if (!known) problems.push_back(absl::StrCat("tensor '", name, "' is not a parameter of ", model_.name));
-  }
-  if (!problems.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint '", path, "' does not match model '", model_.name, "': ",
-        absl::StrJoin(problems, "; "), ". Use a checkpoint saved by this model."));
-  }
-
-  for (const ParamInfo& p : model_.params) {
-    const float* values = file->tensors.at(p.name).f32();
-    std::copy(values, values + p.numel, params_.begin() + p.offset);
-    auto momentum = file->tensors.find(kMomentumPrefix + p.name);
-    if (momentum != file->tensors.end()) {
-      std::copy(momentum->second.f32(), momentum->second.f32() + p.numel, velocity_.begin() + p.offset);
-    } else {
-      std::fill(velocity_.begin() + p.offset, velocity_.begin() + p.offset + p.numel, 0.0f);
-    }
-  }
-  for (const ParamInfo& b : model_.buffers) {
-    const float* values = file->tensors.at(b.name).f32();
-    std::copy(values, values + b.numel, buffers_.begin() + b.offset);
-  }
-  return file->metadata;
+  // LoadCheckpoint keeps the arrays' storage when their sizes match, so the views the generated
+  // functions read stay valid; it changes nothing on error.
+  ModelState state{std::move(params_), std::move(velocity_), std::move(buffers_)};
+  absl::StatusOr<std::map<std::string, std::string>> metadata = kiln::LoadCheckpoint(path, model_, state);
+  params_ = std::move(state.params);
+  velocity_ = std::move(state.velocity);
+  buffers_ = std::move(state.buffers);
+  return metadata;
 }
 
 }  // namespace kiln

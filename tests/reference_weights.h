@@ -11,7 +11,8 @@
  *                 by 40 bits and scaled by 2^-24: a value in [0, 1) that float represents exactly
  *   running_mean  0.1 · (2u − 1)
  *   running_var   0.5 + u
- *   fan_in > 0    (2u − 1) / sqrt(fan_in): conv2d and dense weights and biases
+ *   fan_in > 0    weight: sqrt(6 / fan_in) · (2u − 1) (He's uniform initialization, so that
+ *                 activations keep their scale through ReLU layers); bias: (2u − 1) / sqrt(fan_in)
  *   weight        1 + 0.2 · (2u − 1): batch_norm (fan_in 0)
  *   other         0.1 · (2u − 1): batch_norm bias
  * The rule is chosen by the text after the name's last '.', in that order.
@@ -66,6 +67,8 @@ inline std::vector<float> InitialValues(const Param& p) {
       value = 0.1 * (2.0 * u - 1.0);
     } else if (suffix == "running_var") {
       value = 0.5 + u;
+    } else if (p.fan_in > 0 && suffix == "weight") {
+      value = std::sqrt(6.0 / static_cast<double>(p.fan_in)) * (2.0 * u - 1.0);
     } else if (p.fan_in > 0) {
       value = (1.0 / std::sqrt(static_cast<double>(p.fan_in))) * (2.0 * u - 1.0);
     } else if (suffix == "weight") {

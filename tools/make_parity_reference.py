@@ -6,8 +6,8 @@ documents and parses for C++. This script parses the same spec, computes one tra
 one evaluation) of it with PyTorch, and stores the results. tests/parity_test.cpp builds the
 models without blocks from their specs and compares Kiln's lowered pipelines with the op cases.
 The model cases are for a test of the compiled models: lenet5, resnet20, mlp_regression and
-denoising_autoencoder at their default input sizes, resnet18/34/50/101/152 at 3×32×32 with batch 2
-and 10 classes, and alexnet at 3×64×64 with batch 2 and 10 classes (in eval mode, see below).
+denoising_autoencoder at their default input sizes, resnet18/34/50/101/152 and alexnet at 3×64×64
+with batch 2 and 10 classes (alexnet in eval mode, see below).
 
 Run it with a Python that has torch (on Debian 12, /usr/bin/python3 with the python3-torch
 package). It needs only torch and numpy, and writes the safetensors format itself:
@@ -25,7 +25,10 @@ of (tensor name, element index), implemented identically in tests/reference_weig
 test regenerates the weights of a model case without storing them:
     u(name, i)     = (SplitMix64 stream seeded with FNV-1a-64(name), element i) >> 40, times 2^-24,
                      a float in [0, 1) with 24 bits, exact in float32
-    conv2d, dense  weight and bias: (2u − 1) / sqrt(fan_in), fan_in = C_in / groups · k² or in_features
+    conv2d, dense  weight: sqrt(6 / fan_in) (2u − 1), He's uniform initialization, which keeps
+                   the scale of activations through ReLU layers, so deep models without
+                   BatchNorm (AlexNet) have logits of order 1; bias: (2u − 1) / sqrt(fan_in);
+                   fan_in = C_in / groups · k² or in_features
     batch_norm     weight: 1 + 0.2 (2u − 1); bias: 0.1 (2u − 1)
     running_mean   0.1 (2u − 1); running_var: 0.5 + u
     input          2u − 1 of "<case>/input"; class labels: the 64-bit hash of "<case>/targets"
@@ -63,11 +66,23 @@ File format (safetensors; every tensor F32 unless noted; PyTorch shapes, row-maj
     index.<name>       I32 [k]: flat indices into tensor <name> (a parameter, a buffer or
                        "input"), k = min(32, numel), distinct, ascending, from the hash of
                        "<name>/sample"
-    grad_stats.<name>  [2]: the sum and the L2 norm of the whole gradient, for each parameter
-                       and for "input"
+    grad_stats.<name>  [3]: the sum and the L2 norm of the whole gradient, for each parameter
+                       and for "input", and the float32 error of that gradient (below)
     grad_sample.<name> [k]: the gradient at index.<name>
     buffer_after_stats.<name>, buffer_after_sample.<name>: likewise for each running statistic
                        after the training forward
+    eval_output, eval_loss  train cases: the prediction and loss in eval mode, before the step
+    metadata float32_output_error, float32_loss_error: the float32 errors of output and loss
+
+The float32 error of a result is ||r32 − r||₂ / ||r||₂, where r32 is the same step computed by
+PyTorch in float32: an estimate of how much float32 round-off alone moves that result, so a
+tolerance for Kiln's float32 values. It matters for the deep ResNets in train mode, where
+BatchNorm with batch statistics amplifies small perturbations from layer to layer. Measured
+with torch 1.13 on these cases, PyTorch's own float32 gradients differ from its float64 ones by
+up to 3e-4 (resnet50) and 1e-1 (resnet101, resnet152), so no float32 implementation matches
+those float64 gradients to 1e-4. In eval mode the same models stay near 1e-6. Computing only
+BatchNorm in float64 in an otherwise float32 step left the error as large, so what gets
+amplified is the round-off of the float32 convolutions. The other models stay below 4e-5.
 
 Dropout in training draws its mask from Kiln's own hash, which PyTorch's generator cannot
 reproduce, so train cases use dropout only with p = 0; a dropout with p > 0 appears only in
@@ -127,6 +142,8 @@ def reference_value(name, shape, fan_in):
         value = 0.1 * (2.0 * u - 1.0)
     elif suffix == "running_var":
         value = 0.5 + u
+    elif fan_in > 0 and suffix == "weight":
+        value = math.sqrt(6.0 / fan_in) * (2.0 * u - 1.0)
     elif fan_in > 0:
         value = (1.0 / math.sqrt(fan_in)) * (2.0 * u - 1.0)
     elif suffix == "weight":
@@ -525,41 +542,46 @@ def make_data(case, model):
     return x, (2.0 * u - 1.0).astype(np.float32)
 
 
-def run_case(case):
-    """Computes the case. Returns the SpecModel, the arrays and metadata of its file, and the
-    float64 results (params, buffers after the step, gradients, prediction, loss)."""
-    model = SpecModel(case.spec)
-    training = case.mode == "train"
-    x32, targets = make_data(case, model)
-    params32 = {name: reference_value(name, shape, fan_in) for name, shape, fan_in in model.params}
-    buffers32 = {name: reference_value(name, shape, 0) for name, shape in model.buffers}
-
-    x = torch.from_numpy(x32).double().requires_grad_()
-    params = {n: torch.from_numpy(v).double().requires_grad_() for n, v in params32.items()}
-    buffers = {n: torch.from_numpy(v).double() for n, v in buffers32.items()}
+def compute_step(model, x32, targets, dtype, training):
+    """Runs the case's forward pass, loss and backward pass in `dtype` from the float32 values.
+    Returns the prediction, the loss, the gradients by name ("input" and each parameter) and the
+    running statistics after the forward pass."""
+    params = {name: torch.from_numpy(reference_value(name, shape, fan_in)).to(dtype)
+              .requires_grad_() for name, shape, fan_in in model.params}
+    buffers = {name: torch.from_numpy(reference_value(name, shape, 0)).to(dtype)
+               for name, shape in model.buffers}
+    x = torch.from_numpy(x32).to(dtype).requires_grad_()
     t = None
     if targets is not None:
         t = torch.from_numpy(targets)
-        t = t.long() if targets.dtype == np.int32 else t.double()
+        t = t.long() if targets.dtype == np.int32 else t.to(dtype)
+
     prediction = model.forward(x, params, buffers, training)
     loss = model.loss_value(prediction, x, t)
-    names = [name for name, _, _ in model.params]
-    grads = torch.autograd.grad(loss, [x] + [params[n] for n in names])
-    grad_of = dict(zip(["input"] + names, grads))
+    names = ["input"] + [name for name, _, _ in model.params]
+    grads = torch.autograd.grad(loss, [x] + [params[n] for n in names[1:]])
+    return prediction.detach(), loss.detach(), dict(zip(names, grads)), buffers
+
+
+def relative_error(approximate, exact):
+    """Returns ||approximate − exact||₂ / ||exact||₂ in float64, or 0 where both are zero."""
+    difference = (approximate.double() - exact).norm().item()
+    norm = exact.norm().item()
+    return difference / norm if norm > 0 else difference
+
+
+def run_case(case):
+    """Computes the case. Returns the SpecModel, the arrays and metadata of its file, and the
+    float64 results (buffers after the step, gradients, prediction, loss)."""
+    model = SpecModel(case.spec)
+    training = case.mode == "train"
+    x32, targets = make_data(case, model)
+    prediction, loss, grad_of, buffers = compute_step(model, x32, targets, torch.float64,
+                                                      training)
 
     arrays = {"input": x32, "output": f32(prediction), "loss": f32(loss)}
     if targets is not None:
         arrays["targets"] = targets
-    if case.sampled:
-        for name, g in grad_of.items():
-            add_sampled(arrays, "grad", name, g)
-        for name, b in buffers.items():
-            add_sampled(arrays, "buffer_after", name, b)
-    else:
-        arrays.update({f"param.{n}": v for n, v in params32.items()})
-        arrays.update({f"buffer.{n}": v for n, v in buffers32.items()})
-        arrays.update({f"grad.{n}": f32(g) for n, g in grad_of.items()})
-        arrays.update({f"buffer_after.{n}": f32(b) for n, b in buffers.items()})
     metadata = {
         "case": case.name,
         "spec": case.spec,
@@ -570,7 +592,30 @@ def run_case(case):
         "made_by": "tools/make_parity_reference.py: one step of the spec in PyTorch from hashed "
                    "weights and inputs, computed in float64 and stored as float32",
     }
-    return model, arrays, metadata, (params, buffers, grad_of, prediction, loss)
+    if not case.sampled:
+        for name, shape, fan_in in model.params:
+            arrays[f"param.{name}"] = reference_value(name, shape, fan_in)
+        for name, shape in model.buffers:
+            arrays[f"buffer.{name}"] = reference_value(name, shape, 0)
+        arrays.update({f"grad.{n}": f32(g) for n, g in grad_of.items()})
+        arrays.update({f"buffer_after.{n}": f32(b) for n, b in buffers.items()})
+        return model, arrays, metadata, (buffers, grad_of, prediction, loss)
+
+    # The same step in float32, to measure how far float32 round-off alone moves each result.
+    prediction32, loss32, grad_of32, buffers32 = compute_step(model, x32, targets,
+                                                              torch.float32, training)
+    metadata["float32_output_error"] = f"{relative_error(prediction32, prediction):.3e}"
+    metadata["float32_loss_error"] = f"{relative_error(loss32, loss):.3e}"
+    for name, g in grad_of.items():
+        add_sampled(arrays, "grad", name, g, relative_error(grad_of32[name], g))
+    for name, b in buffers.items():
+        add_sampled(arrays, "buffer_after", name, b, relative_error(buffers32[name], b))
+    if training:
+        eval_prediction, eval_loss, _, _ = compute_step(model, x32, targets, torch.float64,
+                                                        False)
+        arrays["eval_output"] = f32(eval_prediction)
+        arrays["eval_loss"] = f32(eval_loss)
+    return model, arrays, metadata, (buffers, grad_of, prediction, loss)
 
 
 def f32(tensor):
@@ -578,13 +623,14 @@ def f32(tensor):
     return np.array(tensor.detach().numpy(), dtype=np.float32, order="C")
 
 
-def add_sampled(arrays, group, name, tensor):
-    """Stores index.<name>, <group>_stats.<name> (sum and L2 norm) and <group>_sample.<name>."""
+def add_sampled(arrays, group, name, tensor, float32_error):
+    """Stores index.<name>, <group>_stats.<name> (sum, L2 norm, float32 error) and
+    <group>_sample.<name>."""
     flat = tensor.detach().reshape(-1)
     index = sample_indices(name, flat.numel())
     arrays[f"index.{name}"] = index.astype(np.int32)
     arrays[f"{group}_stats.{name}"] = np.array(
-        [flat.sum().item(), flat.norm().item()], dtype=np.float32)
+        [flat.sum().item(), flat.norm().item(), float32_error], dtype=np.float32)
     arrays[f"{group}_sample.{name}"] = f32(flat[torch.from_numpy(index)])
 
 
@@ -956,6 +1002,8 @@ def denoising_autoencoder_spec():
     return s.text()
 
 
+RESNET_INPUT_SIZE = 64
+
 RESNETS = {
     "resnet18": (False, (2, 2, 2, 2)),
     "resnet34": (False, (3, 4, 6, 3)),
@@ -973,9 +1021,14 @@ def model_cases():
         Case("mlp_regression", mlp_regression_spec(), 5, sampled=True),
         Case("denoising_autoencoder", denoising_autoencoder_spec(), 2, sampled=True),
     ]
+    # The torchvision ResNets at 3×64×64, batch 2, 10 classes. At 3×32×32 their last stage runs
+    # at 1×1, so each of its BatchNorms normalizes 2 values per channel in training. Its output
+    # is then ±1 whatever the input, its true input gradient is nearly 0, and what float32
+    # computes there is round-off: PyTorch's own float32 logits of resnet50 were 56% off its
+    # float64 ones. At 64×64 the last stage runs at 2×2 (8 values per channel).
     for name, (bottleneck, depths) in RESNETS.items():
-        cases.append(Case(name, resnet_spec(name, bottleneck, depths, 3, 32, 10), 2,
-                          sampled=True))
+        cases.append(Case(name, resnet_spec(name, bottleneck, depths, 3, RESNET_INPUT_SIZE, 10),
+                          2, sampled=True))
     # AlexNet has dropout (p = 0.5), so its step is stored in eval mode, where dropout is the
     # identity; it has no BatchNorm, so that step is otherwise the training step.
     cases.append(Case("alexnet", alexnet_spec(64, 10), 2, mode="eval", sampled=True))
@@ -994,7 +1047,7 @@ def check_torchvision(case, model, result):
         return "torchvision not installed, not checked"
     if case.name not in RESNETS:
         return "no torchvision counterpart"
-    params, buffers, grad_of, prediction, loss = result
+    buffers, grad_of, prediction, loss = result
 
     net = getattr(torchvision.models, case.name)(num_classes=10).double()
     state = {n: torch.from_numpy(reference_value(n, shape, fan_in)).double()
@@ -1019,7 +1072,7 @@ def check_torchvision(case, model, result):
 
     worst = max((out - prediction).abs().max().item(), (tv_loss - loss).abs().item())
     named = dict(net.named_parameters())
-    for n in params:
+    for n, _, _ in model.params:
         worst = max(worst, (named[n].grad - grad_of[n]).abs().max().item())
     tv_buffers = dict(net.named_buffers())
     for n, b in buffers.items():
