@@ -69,7 +69,13 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 // With `small_batch` defined (inference), batches for which it is true get a specialization that
 // vectorizes across x (or features) instead: one sample would fill one of 16 lanes otherwise.
 // The storage order stays, and with a single sample x is contiguous in it.
-bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Expr()) {
+//
+// With `channels` (the extent of the outermost dimension: a conv's or dense layer's outputs),
+// reductions compute a block of up to 8 channels at once, unrolled inside the reduction: each
+// input vector loaded is reused for every channel of the block, and the block's independent
+// accumulators hide the FMA latency that a single accumulator chain waits on.
+bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Expr(),
+                            int channels = 0) {
   const std::string n = ops::vars().n.name();
   std::vector<Var> args = f.args();
   const int n_index = IndexOf(args, n);
@@ -124,6 +130,27 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
     update.split(pure[pure_n], groups, samples, kLanes, TailStrategy::RoundUp);
     order[0] = samples;
     order.insert(order.begin() + 1 + RVars(f, u).size(), groups);
+    int block = 1;
+    for (int b : {8, 4, 2}) {
+      if (block == 1 && channels % b == 0 && channels > b) block = b;
+    }
+    if (block > 1 && outermost.name() != n) {
+      Var blocks(outermost.name() + "_blocks"), in_block(outermost.name() + "_in_block");
+      update.split(outermost, blocks, in_block, block, TailStrategy::GuardWithIf);
+      order.pop_back();
+      order.insert(order.begin() + 1, in_block);
+      order.push_back(blocks);
+      update.reorder(order).vectorize(samples).unroll(in_block);
+      if (order.size() >= 2 + RVars(f, u).size() + 2 && pure.size() > 2) {
+        // With few blocks, parallel over rows of blocks too.
+        const Halide::VarOrRVar& rows = order[order.size() - 2];
+        Var tasks(outermost.name() + "_tasks");
+        update.fuse(rows.var, blocks, tasks).parallel(tasks);
+      } else {
+        update.parallel(blocks);
+      }
+      continue;
+    }
     update.reorder(order).vectorize(samples);
     if (outermost.name() != n) update.parallel(outermost);
   }
@@ -181,7 +208,7 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
     switch (layer.kind) {
       case OpKind::kConv2d:
         ScheduleBatchInnermost(lowered.stages[0], small_batch);  // the zero-padded input
-        ScheduleBatchInnermost(lowered.output, small_batch);
+        ScheduleBatchInnermost(lowered.output, small_batch, static_cast<int>(layer.out_channels));
         break;
       case OpKind::kMaxPool2d:
       case OpKind::kAvgPool2d: {
@@ -207,7 +234,7 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
         if (fuse_pools && s.last && i == model.loss_layer().input()) {
           prediction = lowered.output;
         } else {
-          ScheduleBatchInnermost(lowered.output, small_batch);
+          ScheduleBatchInnermost(lowered.output, small_batch, static_cast<int>(layer.out_channels));
         }
         if (fuse_pools) {
           // Weights stored transposed, output features innermost, so small batches load them
