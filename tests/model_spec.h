@@ -37,7 +37,7 @@
  * Every layer but input, add and concat reads `from=LAYER`, which defaults to the layer of the
  * line before. Layers are named as ModelBuilder names them. conv2d, dense and batch_norm take
  * `name=`. Every other op gets the automatic name `<op><count>`, where the count runs over the
- * layers of that op so far (relu1, relu2, add1, ...); the input is "input" and the loss "loss".
+ * layers of that op so far (relu1, relu2, add1, ...). The input is "input" and the loss "loss".
  * Such a layer may repeat its automatic name as `name=` for readability. Integers are decimal,
  * floats are read as float (absl::SimpleAtof), and booleans are true, false, 1 or 0.
  */

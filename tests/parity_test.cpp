@@ -1,10 +1,14 @@
-// Every op against PyTorch: tests per op case in $KILN_TEST_DATA/parity, the files that
-// tools/make_parity_reference.py writes with full gradients (the model cases, with sampled
-// gradients and blocks, are for the compiled models' test).
+// Every op against PyTorch, from the reference files in $KILN_TEST_DATA/parity that
+// tools/make_parity_reference.py writes:
+//   OpParity       the op cases (full gradients), one test per file and schedule
+//   ModelParity    the model cases without blocks (sampled gradients), every Func at root
+//   ModelCaseSpec  every model case's spec against the registered model of the same name
+//   ModelSpec      the spec parser of tests/model_spec.h
+// The ResNet cases have blocks, so several segments, and are left to the compiled models' test.
 //
-// Each test builds the case's model from the spec in the file's metadata, lowers its one segment,
-// JIT-compiles it, runs it on the stored input, targets, parameters and running statistics, and
-// compares the results element by element:
+// OpParity and ModelParity build the case's model from the spec in the file's metadata, lower its
+// one segment, JIT-compile it, run it on the stored input, targets, parameters and running
+// statistics, and compare the results element by element:
 //   MatchesPyTorch                 every Func computed at root (a schedule for correctness, not
 //                                  speed), with extra outputs so that every stored value is
 //                                  compared:
@@ -16,7 +20,7 @@
 //   ManualScheduleMatchesPyTorch   the function the runtime gets, SegmentPipeline under the
 //                                  manual schedule: what its outputs() include.
 // An element passes when |kiln − torch| ≤ 1e-5 + 1e-4·|torch|; a failure names the worst
-// element of the tensor and its two values.
+// element of the tensor and its two values (tests/parity_compare.h).
 //
 // The parameters and running statistics in the files come from the hash formulas of
 // tests/reference_weights.h. MatchesPyTorch also checks that the C++ formulas give the same bits,
@@ -24,7 +28,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -38,7 +41,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "compiler/codegen.h"
 #include "compiler/lower.h"
@@ -49,13 +51,11 @@
 #include "models/registry.h"
 #include "runtime/safetensors.h"
 #include "tests/model_spec.h"
+#include "tests/parity_compare.h"
 #include "tests/reference_weights.h"
 
 namespace kiln {
 namespace {
-
-constexpr double kRelTol = 1e-4;
-constexpr double kAbsTol = 1e-5;
 
 std::string ParityDir() {
   // gtest_discover_tests lists the tests without the ctest environment, so the source tree's
@@ -101,109 +101,23 @@ Halide::Buffer<float> ToBuffer(const TensorData& t) {
   return buffer;
 }
 
-// "name[i, j, ...]" for flat element `flat` of a row-major tensor of `shape`.
-std::string ElementName(const std::string& name, const std::vector<int64_t>& shape, int64_t flat) {
-  std::vector<int64_t> index(shape.size());
-  for (size_t d = shape.size(); d-- > 0;) {
-    index[d] = flat % shape[d];
-    flat /= shape[d];
-  }
-  return absl::StrCat(name, "[", absl::StrJoin(index, ", "), "]");
-}
-
 // Compares Kiln's values of stored tensor `name` (Halide buffer, PyTorch's memory order) with
-// PyTorch's, prints the largest error and returns a failure that names the worst element.
+// PyTorch's under the default tolerance, after checking that the shapes agree.
 ::testing::AssertionResult Matches(const TensorFile& file, const std::string& name,
                                    const Halide::Buffer<float>& kiln) {
   auto it = file.tensors.find(name);
   if (it == file.tensors.end()) return ::testing::AssertionFailure() << name << " is not stored";
-  const TensorData& torch = it->second;
   std::vector<int64_t> kiln_shape;
   for (int d = kiln.dimensions(); d-- > 0;) kiln_shape.push_back(kiln.dim(d).extent());
-  if (kiln_shape != torch.shape) {
+  if (kiln_shape != it->second.shape) {
     return ::testing::AssertionFailure()
            << name << ": Kiln's shape [" << absl::StrJoin(kiln_shape, ", ")
-           << "] differs from PyTorch's [" << absl::StrJoin(torch.shape, ", ") << "]";
+           << "] differs from PyTorch's [" << absl::StrJoin(it->second.shape, ", ") << "]";
   }
-
-  int64_t failures = 0, worst = 0;
-  double worst_score = -1, max_difference = 0;
-  double max_relative = 0;  // Over elements with |torch| ≥ 1e-3, where round-off is small.
-  for (int64_t i = 0; i < torch.numel(); ++i) {
-    const double expected = torch.f32()[i], actual = kiln.data()[i];
-    const double difference = std::fabs(actual - expected);
-    const double score = difference / (kAbsTol + kRelTol * std::fabs(expected));
-    if (!(score <= 1)) ++failures;  // NaN fails.
-    if (!(score <= worst_score)) {
-      worst_score = std::isnan(score) ? INFINITY : score;
-      worst = i;
-    }
-    if (!(difference <= max_difference)) max_difference = difference;
-    if (std::fabs(expected) >= 1e-3) max_relative = std::max(max_relative, difference / std::fabs(expected));
-  }
-  const std::string element = ElementName(name, torch.shape, worst);
-  std::cout << absl::StreamFormat(
-      "[  parity  ] %-32s %6d values, max |error| %.2e, max rel error %.2e, %s at %.3f of "
-      "tolerance\n",
-      name, torch.numel(), max_difference, max_relative, element, worst_score);
-  if (failures == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << absl::StreamFormat(
-             "%s: %d of %d values differ from PyTorch by more than %g + %g·|torch|; the worst is "
-             "%s: Kiln %.9g, PyTorch %.9g (%.1f times the tolerance)",
-             name, failures, torch.numel(), kAbsTol, kRelTol, element, kiln.data()[worst],
-             torch.f32()[worst], worst_score);
+  return parity::MatchesTensor(file, name, kiln.data(), kiln.number_of_elements());
 }
 
-// Compares Kiln's values of result `name` ("grad.<tensor>" or "buffer_after.<buffer>") with the
-// sampled form that the model cases store: the elements at index.<tensor>, the L2 norm within
-// the element tolerance, and the sum within the bound that the element tolerance implies,
-// 1e-4·sqrt(n)·||torch||₂ + 1e-5·n.
-::testing::AssertionResult MatchesSampled(const TensorFile& file, const std::string& name,
-                                          const Halide::Buffer<float>& kiln) {
-  const size_t dot = name.find('.');
-  const std::string group = name.substr(0, dot), tensor = name.substr(dot + 1);
-  auto index = file.tensors.find("index." + tensor);
-  auto stats = file.tensors.find(group + "_stats." + tensor);
-  auto sample = file.tensors.find(group + "_sample." + tensor);
-  if (index == file.tensors.end() || stats == file.tensors.end() || sample == file.tensors.end()) {
-    return ::testing::AssertionFailure() << name << " is stored neither in full nor sampled";
-  }
-
-  // The sampled elements, as a tensor of their own.
-  const int64_t count = index->second.numel();
-  Halide::Buffer<float> picked(static_cast<int>(count));
-  for (int64_t i = 0; i < count; ++i) picked(static_cast<int>(i)) = kiln.data()[index->second.i32()[i]];
-  TensorFile sampled;
-  sampled.tensors[group + "_sample." + tensor] = sample->second;
-  ::testing::AssertionResult elements = Matches(sampled, group + "_sample." + tensor, picked);
-  if (!elements) return elements;
-
-  double sum = 0, squares = 0;
-  for (size_t i = 0; i < kiln.number_of_elements(); ++i) {
-    sum += kiln.data()[i];
-    squares += static_cast<double>(kiln.data()[i]) * kiln.data()[i];
-  }
-  const double torch_sum = stats->second.f32()[0], torch_norm = stats->second.f32()[1];
-  const double n = static_cast<double>(kiln.number_of_elements());
-  const double norm_tolerance = kAbsTol + kRelTol * torch_norm;
-  const double sum_tolerance = kRelTol * std::sqrt(n) * torch_norm + kAbsTol * n;
-  std::cout << absl::StreamFormat("[  parity  ] %-32s sum %.7g (PyTorch %.7g), L2 norm %.7g "
-                                  "(PyTorch %.7g)\n",
-                                  name, sum, torch_sum, std::sqrt(squares), torch_norm);
-  if (!(std::fabs(std::sqrt(squares) - torch_norm) <= norm_tolerance)) {
-    return ::testing::AssertionFailure() << absl::StreamFormat(
-               "%s: L2 norm %.9g differs from PyTorch's %.9g by more than %g", name,
-               std::sqrt(squares), torch_norm, norm_tolerance);
-  }
-  if (!(std::fabs(sum - torch_sum) <= sum_tolerance)) {
-    return ::testing::AssertionFailure() << absl::StreamFormat(
-               "%s: sum %.9g differs from PyTorch's %.9g by more than %g", name, sum, torch_sum,
-               sum_tolerance);
-  }
-  return ::testing::AssertionSuccess();
-}
-
-// The result that stored tensor `name` holds all or part of ("grad.conv.weight" for
+// Returns the result of which stored tensor `name` contains all or part ("grad.conv.weight" for
 // "grad_sample.conv.weight"), or "" for inputs and indices.
 std::string ResultOf(const std::string& name) {
   if (name == "output" || name == "loss") return name;
@@ -369,8 +283,10 @@ class ParityCase : public ::testing::TestWithParam<std::string> {
 // "buffer_after.<buffer>"), or the int32 scalar "correct", which no file stores.
 Halide::Buffer<> ResultBuffer(const Model& model, int batch, const std::string& name) {
   if (name == "correct") return Halide::Buffer<int32_t>::make_scalar();
-  if (name == "loss") return Halide::Buffer<float>::make_scalar();
-  if (name == "output") return BufferOfShape(model.logits_layer().output_shape, batch);
+  if (name == "loss" || name == "eval_loss") return Halide::Buffer<float>::make_scalar();
+  if (name == "output" || name == "eval_output") {
+    return BufferOfShape(model.logits_layer().output_shape, batch);
+  }
   if (name == "grad.input") return BufferOfShape(model.input_layer().output_shape, batch);
   for (const std::vector<Param>* group : {&model.params, &model.buffers}) {
     const std::string prefix = group == &model.params ? "grad." : "buffer_after.";
@@ -421,14 +337,17 @@ void ParityCase::RunAndCompare(LoweredSegment& s, Halide::Pipeline& pipeline,
     if (file_.tensors.count(names[i]) > 0) {
       EXPECT_TRUE(Matches(file_, names[i], result)) << GetParam();
     } else {
-      EXPECT_TRUE(MatchesSampled(file_, names[i], result)) << GetParam();
+      EXPECT_TRUE(parity::MatchesSampled(file_, names[i], result.data(),
+                                         result.number_of_elements()))
+          << GetParam();
     }
   }
 }
 
 // Runs the case with every Func computed at root. The pipeline also outputs the prediction, the
 // input gradient and, in eval mode, the loss and gradients that the test adds, so every stored
-// result is compared.
+// result is compared. A train case that also stores its eval-mode output and loss (the model
+// cases) runs a second, forward-only pipeline for them.
 void ParityCase::CheckEverythingAtRoot() {
   ExpectReferenceWeights();
   const bool training = mode_ == "train";
@@ -471,6 +390,14 @@ void ParityCase::CheckEverythingAtRoot() {
     EXPECT_TRUE(result.empty() || compared || unchanged_stats)
         << GetParam() << ": " << name << " was not compared";
   }
+
+  if (!training || file_.tensors.count("eval_output") == 0) return;
+  LoweredSegment forward = LowerSegment(model_, 0, LowerMode::kForward);
+  EvalLoss eval_loss = AddEvalLoss(forward);
+  std::vector<Halide::Func> eval_outputs = {eval_loss.loss.loss, forward.output};
+  ComputeEverythingAtRoot(eval_outputs);
+  Halide::Pipeline eval_pipeline(eval_outputs);
+  RunAndCompare(forward, eval_pipeline, {"eval_loss", "eval_output"}, eval_loss.targets);
 }
 
 class OpParity : public ParityCase {};
@@ -495,8 +422,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, OpParity, ::testing::ValuesIn(CasesWith("full", 
 
 // The model cases without blocks (LeNet-5, the MLP, the autoencoder, AlexNet) run here as well,
 // from regenerated weights against the sampled gradients. This checks the model data, the
-// weight formulas and the sampled format; the ResNets, which have blocks and so several segments,
-// are left to the compiled models' test.
+// weight formulas and the sampled format. The ResNets have blocks and so several segments, so
+// they are left to the compiled models' test.
 class ModelParity : public ParityCase {};
 
 TEST_P(ModelParity, MatchesPyTorch) { CheckEverythingAtRoot(); }

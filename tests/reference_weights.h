@@ -48,7 +48,7 @@ inline uint64_t HashBits(uint64_t seed, int64_t index) {
   return z ^ (z >> 31);
 }
 
-/// u(name, index) in [0, 1) with 24 significant bits; `seed` is Fnv1a64(name).
+/// Returns u(name, index) in [0, 1) with 24 significant bits, where `seed` is Fnv1a64(name).
 inline double HashUniform(uint64_t seed, int64_t index) {
   return static_cast<double>(HashBits(seed, index) >> 40) * (1.0 / (1 << 24));
 }

@@ -274,7 +274,9 @@ bool IsConstant(const Halide::Expr& e) {
   return Halide::Internal::as_const_int(Halide::Internal::simplify(e)) != nullptr;
 }
 
-void ScheduleParameterGradient(Func f) {
+// `kernel` is a conv weight's kernel size (0 for other parameters): up to 5×5 taps are unrolled,
+// one accumulator register each, so each vector of output gradients is loaded once per position.
+void ScheduleParameterGradient(Func f, int kernel) {
   f.compute_root();
   for (int u = 0; u < f.num_update_definitions(); ++u) {
     std::vector<Var> pure = PureUpdateVars(f, u);
@@ -309,6 +311,11 @@ void ScheduleParameterGradient(Func f) {
     }
     partial.compute_root().reorder_storage(storage).vectorize(lane).parallel(pure.back());
     partial.update().reorder(order).vectorize(lane).parallel(pure.back());
+    if (taps == 2 && kernel > 1 && kernel <= 5) {
+      partial.update()
+          .unroll(pure[0], kernel, TailStrategy::GuardWithIf)
+          .unroll(pure[1], kernel, TailStrategy::GuardWithIf);
+    }
     update.parallel(pure.back());
   }
 }
@@ -323,26 +330,40 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
   }
   if (s.input_grad.defined() && !s.first) ScheduleOutputCopy(s.input_grad);
 
+  // Halide makes repeated Func names unique with "$<n>", which the autodiff spells "_<n>".
+  auto spelled = [](std::string n) {
+    std::replace(n.begin(), n.end(), '$', '_');
+    return n;
+  };
+  auto adjoint_of = [&](const std::string& adjoint, const Halide::Func& f) {
+    return spelled(adjoint).rfind(spelled(f.name()) + "_", 0) == 0;
+  };
+  const Model& model = *s.model;
+
   std::vector<Halide::Internal::Function> outputs;
   for (const Halide::Func& f : pipeline.outputs()) outputs.push_back(f.function());
   for (const auto& [name, function] : Halide::Internal::build_environment(outputs)) {
     if (name.find("_d_def__") == std::string::npos) continue;
-    // Halide makes repeated Func names unique with "$<n>", which the autodiff spells "_<n>".
-    auto spelled = [](std::string n) {
-      std::replace(n.begin(), n.end(), '$', '_');
-      return n;
-    };
-    bool of_parameter = false;
-    for (const Halide::Func& p : s.param_funcs) {
-      of_parameter |= spelled(name).rfind(spelled(p.name()) + "_", 0) == 0;
-    }
     Func f(function);
-    if (of_parameter) {
-      ScheduleParameterGradient(f);
-    } else if (!function.updates().empty() || !IsCopy(function)) {
-      // Copies stay inlined; everything else is stored once, since several reductions read it.
-      if (!ScheduleBatchInnermost(f)) f.compute_root();
+    bool of_parameter = false;
+    for (size_t i = 0; i < s.param_funcs.size() && !of_parameter; ++i) {
+      if (!adjoint_of(name, s.param_funcs[i])) continue;
+      of_parameter = true;
+      const Param& p = model.params[s.param_indices[i]];
+      ScheduleParameterGradient(f, p.shape.size() == 4 ? static_cast<int>(p.shape[3]) : 0);
     }
+    if (of_parameter || (function.updates().empty() && IsCopy(function))) continue;
+    // A conv's input gradient gathers over its output channels: blocked over input channels
+    // like the forward conv over output channels.
+    int channels = 0;
+    for (const auto& [i, lowered] : s.layers) {
+      const Layer& layer = model.layers[i];
+      if (layer.kind == OpKind::kConv2d && layer.groups == 1 && adjoint_of(name, lowered.stages[0])) {
+        channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
+      }
+    }
+    // Copies stay inlined; everything else is stored once, since several reductions read it.
+    if (!ScheduleBatchInnermost(f, Halide::Expr(), channels)) f.compute_root();
   }
 }
 
