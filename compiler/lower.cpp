@@ -295,6 +295,11 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
     Halide::Func grad(HalideName(p.name) + "_grad");
     grad(vars) = d(s.param_funcs[i])(call);
     grad.set_estimates(ShapeRegion(p.shape));
+    // Exact bounds, so the schedules see constant extents (and may unroll over kernel taps).
+    for (size_t d = 0; d < p.shape.size(); ++d) {
+      grad.output_buffer().dim(static_cast<int>(d)).set_bounds(
+          0, static_cast<int>(p.shape[p.shape.size() - 1 - d]));
+    }
     s.grads.push_back(grad);
   }
   std::vector<Halide::Var> vars = ops::TensorVars(in_shape.size());
