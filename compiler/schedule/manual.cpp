@@ -319,7 +319,10 @@ bool IsConstant(const Halide::Expr& e) {
 
 // `kernel` is a conv weight's kernel size (0 for other parameters): up to 5×5 taps are unrolled,
 // one accumulator register each, so each vector of output gradients is loaded once per position.
-void ScheduleParameterGradient(Func f, int kernel) {
+// `numel` is the parameter's size: a weight too large to keep 16 partial sums of (a large dense
+// layer) reduces over the batch serially per element instead, vectorized across its first
+// dimension.
+void ScheduleParameterGradient(Func f, int kernel, int64_t numel) {
   f.compute_root();
   for (int u = 0; u < f.num_update_definitions(); ++u) {
     std::vector<Var> pure = PureUpdateVars(f, u);
@@ -330,6 +333,10 @@ void ScheduleParameterGradient(Func f, int kernel) {
       if (!IsConstant(info[i].extent)) batch = static_cast<int>(i);
     }
     if (pure.empty() || batch < 0) continue;
+    if (numel * kLanes > (int64_t{1} << 26)) {
+      f.update(u).vectorize(pure[0], kLanes, TailStrategy::GuardWithIf).parallel(pure.back());
+      continue;
+    }
 
     Halide::RVar groups("sample_groups"), lanes("samples");
     Var lane("lane");
@@ -398,7 +405,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       if (!adjoint_of(name, s.param_funcs[i])) continue;
       of_parameter = true;
       const Param& p = model.params[s.param_indices[i]];
-      ScheduleParameterGradient(f, p.shape.size() == 4 ? static_cast<int>(p.shape[3]) : 0);
+      ScheduleParameterGradient(f, p.shape.size() == 4 ? static_cast<int>(p.shape[3]) : 0, p.numel());
     }
     if (of_parameter || (function.updates().empty() && IsCopy(function))) continue;
     // A conv's input gradient gathers over its output channels: blocked over input channels
