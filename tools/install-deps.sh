@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   zlib1g-dev          # reads the gzip-compressed IDX files
   nlohmann-json3-dev  # safetensors headers
+  libpng-dev          # PNG plots of kiln-regression
   dataset-fashion-mnist
 )
 

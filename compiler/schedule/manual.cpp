@@ -287,6 +287,12 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
           weight.compute_root().reorder_storage(w[1], w[0]);
         }
         break;
+      case OpKind::kSigmoid:
+      case OpKind::kTanh:
+        // Too costly to recompute in each consumer: a dense layer would evaluate every
+        // activation once per output feature.
+        ScheduleBatchInnermost(lowered.output, small_batch);
+        break;
       default: break;  // inlined
     }
   }

@@ -1,0 +1,93 @@
+#include "examples/regression/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+
+namespace kiln {
+namespace {
+
+std::string ParentDirectory(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+absl::Status CheckOutputPath(const std::string& path) {
+  if (path.empty()) return absl::InvalidArgumentError("the output path is empty");
+
+  const std::string directory = ParentDirectory(path);
+  struct stat info;
+  if (::stat(directory.c_str(), &info) != 0) {
+    return absl::ErrnoToStatus(errno,
+                               absl::StrCat("cannot write '", path, "': directory '", directory,
+                                            "' is not accessible; create it first"));
+  }
+  if (!S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot write '", path, "': '", directory, "' is not a directory"));
+  }
+  if (::access(directory.c_str(), W_OK) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "': directory '",
+                                                   directory, "' is not writable"));
+  }
+
+  if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot write '", path, "': it is a directory; name a file"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& path, std::string_view contents) {
+  if (absl::Status status = CheckOutputPath(path); !status.ok()) return status;
+
+  // O_EXCL makes each temporary name this process's own, also when another process or a
+  // concurrent writer in this one uses the same destination.
+  static std::atomic<int> counter{0};
+  std::string temp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    temp = absl::StrCat(path, ".tmp-", ::getpid(), "-", counter.fetch_add(1));
+    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) {
+    return absl::ErrnoToStatus(
+        errno, absl::StrCat("failed to create temporary file '", temp, "' for '", path, "'"));
+  }
+
+  // Write everything, flush it to disk and close. The first failure removes the temporary file.
+  int error = 0;
+  const char* data = contents.data();
+  size_t left = contents.size();
+  while (left > 0 && error == 0) {
+    const ssize_t written = ::write(fd, data, left);
+    if (written < 0) {
+      if (errno != EINTR) error = errno;
+      continue;
+    }
+    data += written;
+    left -= static_cast<size_t>(written);
+  }
+  if (error == 0 && ::fsync(fd) != 0) error = errno;
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::unlink(temp.c_str());
+    return absl::ErrnoToStatus(
+        error, absl::StrCat("failed to write '", path, "' (through temporary file '", temp, "')"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kiln

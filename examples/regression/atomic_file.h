@@ -1,0 +1,32 @@
+/** \file
+ * Output files that appear whole or not at all: the bytes go to a temporary file next to the
+ * destination, which a rename then moves into place.
+ *
+ *   if (absl::Status s = kiln::CheckOutputPath("fit.csv"); !s.ok()) return s;  // before work
+ *   ...
+ *   absl::Status s = kiln::WriteFileAtomically("fit.csv", csv);
+ */
+#ifndef KILN_EXAMPLES_REGRESSION_ATOMIC_FILE_H_
+#define KILN_EXAMPLES_REGRESSION_ATOMIC_FILE_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace kiln {
+
+/// Checks that a file could be created at `path`, so a run can reject a bad path before it
+/// trains: the path is not empty, its directory exists and is writable, and `path` itself is not
+/// a directory. The file itself is not created. A failed check returns an error status whose
+/// message names the path.
+absl::Status CheckOutputPath(const std::string& path);
+
+/// Writes `contents` to `path`, replacing any file there. The data goes first to
+/// "<path>.tmp-<pid>-<n>", which is renamed to `path` once it is complete and flushed to disk.
+/// On error the temporary file is removed and `path` is unchanged. The message names both paths.
+absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
+
+}  // namespace kiln
+
+#endif  // KILN_EXAMPLES_REGRESSION_ATOMIC_FILE_H_
