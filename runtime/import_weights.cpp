@@ -373,9 +373,11 @@ absl::Status ImportWeightsCommand(const CompiledModel& model, const std::string&
   if (!saved.ok()) return saved;
 
   const std::string changes = DescribeChanges(summary);
-  fmt::print(log, "kiln: imported {} tensors of model '{}' from '{}'{} into '{}'\n",
-             summary.num_tensors, model.name, from,
-             changes.empty() ? "" : absl::StrCat(" (", changes, ")"), output);
+  if (log != nullptr) {
+    fmt::print(log, "kiln: imported {} tensors of model '{}' from '{}'{} into '{}'\n",
+               summary.num_tensors, model.name, from,
+               changes.empty() ? "" : absl::StrCat(" (", changes, ")"), output);
+  }
   return absl::OkStatus();
 }
 

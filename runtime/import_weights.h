@@ -71,7 +71,7 @@ absl::StatusOr<ModelState> ImportTorchStateDict(const std::string& path, const C
 /// overwrites a file. Other errors are those of CheckSafetensorsDestination (checked before the
 /// import), ImportTorchStateDict and SaveCheckpoint.
 absl::Status ImportWeightsCommand(const CompiledModel& model, const std::string& from,
-                                  const std::string& output, std::FILE* log = stdout);
+                                  const std::string& output, std::FILE* log = stdout);  // null: quiet
 
 }  // namespace kiln
 
