@@ -29,7 +29,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -57,20 +56,13 @@
 namespace kiln {
 namespace {
 
-std::string ParityDir() {
-  // gtest_discover_tests lists the tests without the ctest environment, so the source tree's
-  // directory is the default.
-  const char* data = std::getenv("KILN_TEST_DATA");
-  return std::string(data != nullptr ? data : KILN_DEFAULT_TEST_DATA) + "/parity";
-}
-
 // The cases whose metadata "gradients" is `gradients` ("full": op cases; "sampled": model
 // cases), by file name without ".safetensors", sorted. Unless `blocks`, only those whose model
 // has no blocks, so one segment.
 std::vector<std::string> CasesWith(const std::string& gradients, bool blocks) {
   std::vector<std::string> cases;
   std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(ParityDir(), error)) {
+  for (const auto& entry : std::filesystem::directory_iterator(parity::ParityDir(), error)) {
     if (entry.path().extension() != ".safetensors") continue;
     absl::StatusOr<TensorFile> file = ReadSafetensors(entry.path().string());
     if (!file.ok() || file->metadata["gradients"] != gradients) continue;
@@ -232,7 +224,7 @@ EvalLoss AddEvalLoss(const LoweredSegment& s) {
 class ParityCase : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    const std::string path = ParityDir() + "/" + GetParam() + ".safetensors";
+    const std::string path = parity::ParityDir() + "/" + GetParam() + ".safetensors";
     absl::StatusOr<TensorFile> file = ReadSafetensors(path);
     ASSERT_TRUE(file.ok()) << file.status();
     file_ = *std::move(file);
@@ -437,7 +429,7 @@ INSTANTIATE_TEST_SUITE_P(Models, ModelParity, ::testing::ValuesIn(CasesWith("sam
 class ModelCaseSpec : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ModelCaseSpec, DefinesRegisteredModel) {
-  const std::string path = ParityDir() + "/" + GetParam() + ".safetensors";
+  const std::string path = parity::ParityDir() + "/" + GetParam() + ".safetensors";
   absl::StatusOr<TensorFile> file = ReadSafetensors(path);
   ASSERT_TRUE(file.ok()) << file.status();
   int batch = 0;

@@ -26,6 +26,7 @@
 #include "runtime/idx.h"
 #include "runtime/network.h"
 #include "runtime/safetensors.h"
+#include "tests/parity_compare.h"
 
 namespace kiln {
 namespace {
@@ -52,16 +53,6 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// "name[i, j, ...]" for flat element `flat` of a row-major tensor of `shape`.
-std::string ElementName(const std::string& name, const std::vector<int64_t>& shape, int64_t flat) {
-  std::vector<int64_t> index(shape.size());
-  for (size_t d = shape.size(); d-- > 0;) {
-    index[d] = flat % shape[d];
-    flat /= shape[d];
-  }
-  return absl::StrCat(name, "[", absl::StrJoin(index, ", "), "]");
-}
-
 // One element compared: Kiln's value, PyTorch's, and the absolute part of its tolerance.
 struct Element {
   double kiln = 0, torch = 0, floor = 0;
@@ -86,7 +77,7 @@ struct Worst {
     if (!(score <= 1)) ++failures;
     if (!(score <= this->score)) {
       this->score = std::isnan(score) ? INFINITY : score;
-      where = ElementName(name, shape, index);
+      where = parity::ElementName(name, shape, index);
       element = e;
     }
     if (std::fabs(e.torch) >= 1e-3) rel = std::max(rel, diff / std::fabs(e.torch));
@@ -438,7 +429,7 @@ TEST(ReferenceInput, MatchesIdxReader) {
       if (first_pixel < 0) first_pixel = i;
     }
   }
-  EXPECT_EQ(differing_pixels, 0) << "first at " << ElementName("input", input.shape, first_pixel)
+  EXPECT_EQ(differing_pixels, 0) << "first at " << parity::ElementName("input", input.shape, first_pixel)
                                  << ": file " << input.f32()[first_pixel] << ", reader "
                                  << test->images[first_pixel];
   for (int n = 0; n < kBatch; ++n) {

@@ -53,24 +53,24 @@ inline double HashUniform(uint64_t seed, int64_t index) {
   return static_cast<double>(HashBits(seed, index) >> 40) * (1.0 / (1 << 24));
 }
 
-/// Returns the initial values of parameter or running statistic `p` in PyTorch's row-major
-/// order. `p.fan_in` is 0 for batch_norm tensors, as ModelBuilder sets it.
-inline std::vector<float> InitialValues(const Param& p) {
-  const uint64_t seed = Fnv1a64(p.name);
-  const size_t dot = p.name.rfind('.');
-  const std::string suffix = dot == std::string::npos ? p.name : p.name.substr(dot + 1);
-  std::vector<float> values(static_cast<size_t>(p.numel()));
-  for (int64_t i = 0; i < p.numel(); ++i) {
+/// Returns the `numel` initial values of parameter or running statistic `name` in PyTorch's
+/// row-major order. `fan_in` is 0 for batch_norm tensors, as ModelBuilder sets it.
+inline std::vector<float> InitialValues(const std::string& name, int64_t numel, int64_t fan_in) {
+  const uint64_t seed = Fnv1a64(name);
+  const size_t dot = name.rfind('.');
+  const std::string suffix = dot == std::string::npos ? name : name.substr(dot + 1);
+  std::vector<float> values(static_cast<size_t>(numel));
+  for (int64_t i = 0; i < numel; ++i) {
     const double u = HashUniform(seed, i);
     double value;
     if (suffix == "running_mean") {
       value = 0.1 * (2.0 * u - 1.0);
     } else if (suffix == "running_var") {
       value = 0.5 + u;
-    } else if (p.fan_in > 0 && suffix == "weight") {
-      value = std::sqrt(6.0 / static_cast<double>(p.fan_in)) * (2.0 * u - 1.0);
-    } else if (p.fan_in > 0) {
-      value = (1.0 / std::sqrt(static_cast<double>(p.fan_in))) * (2.0 * u - 1.0);
+    } else if (fan_in > 0 && suffix == "weight") {
+      value = std::sqrt(6.0 / static_cast<double>(fan_in)) * (2.0 * u - 1.0);
+    } else if (fan_in > 0) {
+      value = (1.0 / std::sqrt(static_cast<double>(fan_in))) * (2.0 * u - 1.0);
     } else if (suffix == "weight") {
       value = 1.0 + 0.2 * (2.0 * u - 1.0);
     } else {
@@ -79,6 +79,11 @@ inline std::vector<float> InitialValues(const Param& p) {
     values[static_cast<size_t>(i)] = static_cast<float>(value);
   }
   return values;
+}
+
+/// Returns the initial values of `p`, a tensor of a compiler Model (compiler/model.h).
+inline std::vector<float> InitialValues(const Param& p) {
+  return InitialValues(p.name, p.numel(), p.fan_in);
 }
 
 }  // namespace kiln::reference

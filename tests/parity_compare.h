@@ -1,0 +1,64 @@
+/** \file
+ * Comparisons of Kiln's results with the PyTorch values that tools/make_parity_reference.py
+ * stores, shared by the parity tests. Each comparison prints one line per tensor (its largest
+ * error and how much of the tolerance its worst element uses) and returns a gtest assertion
+ * whose failure message names the worst element, its two values and the tolerance that applied.
+ *
+ *   const kiln::TensorFile file = *kiln::ReadSafetensors(path);
+ *   EXPECT_TRUE(kiln::parity::MatchesTensor(file, "output", logits.data(), logits.size()));
+ *   EXPECT_TRUE(kiln::parity::MatchesSampled(file, "grad.fc.weight", grad, numel));
+ *
+ * Kiln's values are passed as a pointer to `count` floats in PyTorch's row-major order, which is
+ * the memory order of Kiln's Halide buffers and of the runtime's flat arrays.
+ */
+#ifndef KILN_TESTS_PARITY_COMPARE_H_
+#define KILN_TESTS_PARITY_COMPARE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "runtime/safetensors.h"
+
+namespace kiln::parity {
+
+/// Returns the directory of the reference files: $KILN_TEST_DATA/parity, or the source tree's
+/// tests/data/parity (KILN_DEFAULT_TEST_DATA, set by tests/CMakeLists.txt) when the variable is
+/// unset, as when gtest_discover_tests lists the tests without the ctest environment.
+std::string ParityDir();
+
+/// The bound on each element: |kiln − torch| ≤ abs + rel·|torch|. The default is the tolerance
+/// of every result whose float32 round-off is small.
+struct Tolerance {
+  double abs = 1e-5;
+  double rel = 1e-4;
+  std::string reason = "the default";  ///< Why this bound applies, for messages.
+};
+
+/// Returns "name[i, j, ...]" for flat element `flat` of a row-major tensor of `shape`.
+std::string ElementName(const std::string& name, const std::vector<int64_t>& shape, int64_t flat);
+
+/// Compares `count` values of Kiln with stored tensor `name` element by element. Fails when the
+/// tensor is missing, its element count differs from `count`, or an element (NaN included) is
+/// outside `tolerance`. When `score` is not null, it receives the worst element's
+/// |kiln − torch| / (abs + rel·|torch|), so a value ≤ 1 passes (infinity for NaN).
+::testing::AssertionResult MatchesTensor(const TensorFile& file, const std::string& name,
+                                         const float* kiln, int64_t count,
+                                         const Tolerance& tolerance = {},
+                                         double* score = nullptr);
+
+/// Compares `count` values of Kiln's result `name` ("grad.<tensor>" or "buffer_after.<buffer>")
+/// with the sampled form that the model cases store: the elements at index.<tensor> within
+/// `tolerance`, the L2 norm within abs + rel·||torch||₂, and the sum within the bound that the
+/// element tolerance implies, rel·sqrt(n)·||torch||₂ + abs·n. Fails when any of the three stored
+/// tensors is missing or an index is outside [0, count). `score`, when not null, receives the
+/// largest of the three errors as a fraction of its bound.
+::testing::AssertionResult MatchesSampled(const TensorFile& file, const std::string& name,
+                                          const float* kiln, int64_t count,
+                                          const Tolerance& tolerance = {},
+                                          double* score = nullptr);
+
+}  // namespace kiln::parity
+
+#endif  // KILN_TESTS_PARITY_COMPARE_H_
