@@ -1,8 +1,9 @@
-// One training step of every model with several segments (the ResNets) through the ahead-of-time
-// compiled code and kiln::Network, against the model cases that tools/make_parity_reference.py
-// stores in $KILN_TEST_DATA/parity. resnet20 runs as the CLI compiles it (1×28×28 inputs, a
-// model compiled for batch 64 run at the reference's batch of 3). resnet18/34/50/101/152 are
-// compiled for the reference's 3×64×64 inputs, batch 2 and 10 classes (tests/CMakeLists.txt).
+// One training step of models with several segments (ResNet-20 and ResNet-18) through the
+// ahead-of-time compiled code and kiln::Network, against the model cases that
+// tools/make_parity_reference.py stores in $KILN_TEST_DATA/parity. resnet20 runs as the CLI
+// compiles it (1×28×28 inputs, a model compiled for batch 64 run at the reference's batch of 3).
+// resnet18 is compiled for the reference's 3×64×64 inputs, batch 2 and 10 classes
+// (tests/CMakeLists.txt).
 //
 // Each test writes the parameters and running statistics of tests/reference_weights.h into the
 // Network's flat arrays (the model cases store no weights) and then checks:
@@ -23,9 +24,9 @@
 // there the bound grows with that stored error. Every failure message names the bound and why
 // it applied, and the segment whose function computed the tensor.
 //
-// NOTE: resnet34 and resnet50 fail TrainingStepMatchesPyTorch at ReLU kinks, not from a defect
-// that was found, and resnet101 and resnet152 at a few sampled elements where float32 error
-// concentrates (see kFloat32ErrorMultiple). A pre-ReLU value within float32 round-off of 0 takes the other sign in Kiln's
+// NOTE: with their stored references, resnet34 and resnet50 would fail TrainingStepMatchesPyTorch
+// at ReLU kinks, not from a defect that was found, and resnet101 and resnet152 at a few sampled
+// elements where float32 error concentrates (see kFloat32ErrorMultiple). A pre-ReLU value within float32 round-off of 0 takes the other sign in Kiln's
 // forward pass than in PyTorch's float64 one (resnet34: −2.5e-5 in layer3.5's output, in a
 // channel whose values reach 6.5), so one pixel's gradient path switches and every earlier
 // gradient moves by 0.4% (resnet34, one flip) to 1.5% (resnet50, three flips). With those ReLUs
@@ -67,7 +68,7 @@ void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.reference << " on 
 
 // NOTE: resnet34, resnet50, resnet101 and resnet152 are left out until their reference inputs
 // are regenerated away from the ReLU kinks and float32 error concentrations described at the top
-// of this file; as stored, they fail where PyTorch's own float32 step would fail too. Their
+// of this file (Kiln's float32 forward error, about 1.6× PyTorch's, flips those ReLUs). Their
 // reference files stay in tests/data/parity, and compiling <name>_parity the way
 // tests/CMakeLists.txt compiles resnet18_parity brings them back.
 const ModelCase kModelCases[] = {
