@@ -1,6 +1,7 @@
 /** \file
- * Ahead-of-time code generation: compiles a Model's forward, backward and update pipelines to
- * static libraries and headers, and writes the model description the runtime reads.
+ * Ahead-of-time code generation: compiles the functions of every distinct segment of a Model
+ * (compiler/lower.h) and its update into one static library and header, and writes the model
+ * description the runtime reads.
  *
  *   kiln::CodegenOptions options;
  *   options.output_dir = "generated/lenet5";
