@@ -10,7 +10,7 @@ denoising_autoencoder at their default input sizes, resnet18/34/50/101/152 and a
 with batch 2 and 10 classes (alexnet in eval mode, see below).
 
 Run it with a Python that has torch (on Debian 12, /usr/bin/python3 with the python3-torch
-package). It needs only torch and numpy, and writes the safetensors format itself:
+package). It needs only torch and numpy, and writes the safetensors format with tools/safetensors_io.py:
 
     /usr/bin/python3 tools/make_parity_reference.py            # every case
     /usr/bin/python3 tools/make_parity_reference.py --case conv_groups2 --case resnet18
@@ -90,15 +90,15 @@ eval cases (alexnet among them).
 """
 
 import argparse
-import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from safetensors_io import write_safetensors
 
 SAMPLES = 32  # Elements per tensor in the sampled format.
 
@@ -1080,32 +1080,6 @@ def check_torchvision(case, model, result):
     if worst > 1e-10:
         sys.exit(f"{case.name}: torchvision's step differs from the spec's by {worst:.2e}")
     return f"matches torchvision (largest difference {worst:.1e})"
-
-
-# ---- safetensors --------------------------------------------------------------------------------
-
-
-def write_safetensors(path, arrays, metadata):
-    """Writes `arrays` (name -> float32 or int32 numpy array) and `metadata` in the safetensors
-    format: a u64 little-endian header size, a JSON header padded with spaces to a multiple of 8,
-    then the tensors' little-endian bytes in sorted name order, without gaps."""
-    dtypes = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
-    header = {"__metadata__": metadata}
-    offset = 0
-    for name in sorted(arrays):
-        a = arrays[name]
-        header[name] = {"dtype": dtypes[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for name in sorted(arrays):
-            f.write(arrays[name].astype(arrays[name].dtype.newbyteorder("<")).tobytes())
-    os.replace(tmp, path)
 
 
 def main():
