@@ -41,7 +41,7 @@ std::string IndexInitializer(const std::vector<int>& indices) {
   return absl::StrCat("{", absl::StrJoin(indices, ", "), "}");
 }
 
-// What the description needs about one distinct segment's compiled functions.
+// The facts about one distinct segment's compiled functions that the description needs.
 struct CompiledSegment {
   std::string prefix;  ///< e.g. "lenet5_s0"; functions are <prefix>_forward, ...
   bool first = false, last = false;

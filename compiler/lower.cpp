@@ -39,7 +39,7 @@ Halide::ImageParam TensorParam(Halide::Type type, const std::vector<int64_t>& sh
 // and never reach an output. On the others it keeps the backward functions in bounds where they
 // recompute the forward pass past a tensor's edge (behind a padded convolution), for positions
 // whose adjoint is zero.
-Halide::Func ClampedBatch(const Halide::ImageParam& p, const std::string& name) {
+Halide::Func ClampedRead(const Halide::ImageParam& p, const std::string& name) {
   std::vector<Halide::Var> args = ops::TensorVars(p.dimensions() == 4 ? 3 : 1);
   if (p.dimensions() == 1) args = {ops::vars().n};
   std::vector<Halide::Expr> call;
@@ -59,7 +59,7 @@ std::pair<Halide::ImageParam, Halide::Func> StateParam(const Param& p) {
     const int extent = static_cast<int>(p.shape[dims - 1 - d]);
     param.dim(d).set_bounds(0, extent).set_estimate(0, extent);
   }
-  // Clamped for the same reason as segment inputs (ClampedBatch); the clamps vanish where
+  // Clamped for the same reason as segment inputs (ClampedRead), and the clamps vanish where
   // bounds are exact.
   std::vector<Halide::Var> vars(dims);
   std::vector<Halide::Expr> call;
@@ -216,7 +216,7 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
 
   const std::vector<int64_t>& in_shape = model.layers[s.segment.input].output_shape;
   s.input = TensorParam(Halide::Float(32), in_shape, model.batch_size, s.first ? "images" : "input");
-  s.input_func = ClampedBatch(s.input, s.first ? "input_batch" : "segment_input");
+  s.input_func = ClampedRead(s.input, s.first ? "input_batch" : "segment_input");
   const Halide::Expr batch = s.input.dim(static_cast<int>(in_shape.size())).extent();
 
   for (int i = s.segment.first; i <= s.segment.last; ++i) {
@@ -252,17 +252,18 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
   }
   if (mode == LowerMode::kForward || mode == LowerMode::kTrainForward) return s;
 
-  Halide::Func adjoint_of;  // What reverse mode starts from: the loss, or the output's adjoint.
+  // The given adjoint of the output, where backward starts; train_last starts from the loss.
+  Halide::Func adjoint_of;
   if (mode == LowerMode::kTrainLast) {
     const Layer& loss = model.loss_layer();
     if (model.target_kind() == TargetKind::kClassLabels) {
       s.targets = Halide::ImageParam(Halide::Int(32), 1, "labels");
       s.targets.dim(0).set_min(0).set_estimate(0, model.batch_size);
-      s.loss = ops::CrossEntropyLoss(loss, context, s.output, ClampedBatch(s.targets, "label"));
+      s.loss = ops::CrossEntropyLoss(loss, context, s.output, ClampedRead(s.targets, "label"));
     } else {
       s.targets = TensorParam(Halide::Float(32), out_shape, model.batch_size, "targets");
       s.loss = ops::RegressionLoss(loss, out_shape, context, s.output,
-                                   ClampedBatch(s.targets, "target"));
+                                   ClampedRead(s.targets, "target"));
     }
     s.loss.loss.set_estimates({});
     s.loss.correct.set_estimates({});

@@ -141,7 +141,7 @@ struct ModelOptions {
   int64_t classes_or(int64_t d) const { return num_classes > 0 ? num_classes : d; }
 };
 
-/// What the loss compares against, as the runtime must supply it.
+/// The kind of target the loss compares against, which the runtime supplies.
 enum class TargetKind {
   kClassLabels,  ///< int32 class index per sample (cross_entropy_loss).
   kTensor,       ///< float tensor shaped like the prediction.

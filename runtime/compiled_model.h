@@ -84,7 +84,7 @@ struct SegmentInfo {
   std::vector<int64_t> output_shape;   ///< Per sample; the prediction's in the last segment.
 };
 
-/// What the loss compares against (compiler/model.h TargetKind).
+/// The kind of target the loss compares against (compiler/model.h TargetKind).
 enum class Targets { kClassLabels, kTensor, kInput };
 
 /// Everything the runtime needs about one compiled model.

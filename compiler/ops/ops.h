@@ -34,7 +34,7 @@ const Vars& vars();
 /// The pure variables of a tensor of per-sample rank `rank`: (x, y, c, n) or (f, n).
 std::vector<Halide::Var> TensorVars(size_t rank);
 
-/// What the ops need to know about the step besides tensors.
+/// The step's state that ops read besides tensors.
 struct Context {
   bool training = false;
   Halide::Expr batch;  ///< The run-time number of samples (int32).
