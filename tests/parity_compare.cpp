@@ -27,7 +27,8 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
 
 ::testing::AssertionResult MatchesTensor(const TensorFile& file, const std::string& name,
                                          const float* kiln, int64_t count,
-                                         const Tolerance& tolerance, double* score) {
+                                         const Tolerance& tolerance, double* score,
+                                         const float* spread) {
   auto it = file.tensors.find(name);
   if (it == file.tensors.end()) return ::testing::AssertionFailure() << name << " is not stored";
   const TensorData& torch = it->second;
@@ -43,7 +44,9 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
   for (int64_t i = 0; i < count; ++i) {
     const double expected = torch.f32()[i], actual = kiln[i];
     const double difference = std::fabs(actual - expected);
-    const double element_score = difference / (tolerance.abs + tolerance.rel * std::fabs(expected));
+    const double allowed = tolerance.abs + tolerance.rel * std::fabs(expected) +
+                           (spread != nullptr ? tolerance.spread_multiple * spread[i] : 0.0);
+    const double element_score = difference / allowed;
     if (!(element_score <= 1)) ++failures;  // NaN fails.
     if (!(element_score <= worst_score)) {
       worst_score = std::isnan(element_score) ? INFINITY : element_score;
@@ -63,10 +66,11 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
       name, count, max_difference, max_relative, element, worst_score);
   if (failures == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << absl::StreamFormat(
-             "%s: %d of %d values differ from PyTorch by more than %g + %g·|torch| (%s); the "
-             "worst is %s: Kiln %.9g, PyTorch %.9g (%.1f times the tolerance)",
-             name, failures, count, tolerance.abs, tolerance.rel, tolerance.reason, element,
-             kiln[worst], torch.f32()[worst], worst_score);
+             "%s: %d of %d values differ from PyTorch by more than %g + %g·|torch|%s (%s); "
+             "the worst is %s: Kiln %.9g, PyTorch %.9g (%.1f times the tolerance)",
+             name, failures, count, tolerance.abs, tolerance.rel,
+             spread != nullptr ? absl::StrFormat(" + %g·spread", tolerance.spread_multiple) : "",
+             tolerance.reason, element, kiln[worst], torch.f32()[worst], worst_score);
 }
 
 ::testing::AssertionResult MatchesSampled(const TensorFile& file, const std::string& name,
@@ -93,12 +97,23 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
     }
     picked[static_cast<size_t>(i)] = kiln[flat];
   }
+  const float* spread = nullptr;
+  if (tolerance.spread_multiple > 0) {
+    auto stored = file.tensors.find(group + "_spread." + tensor);
+    if (stored == file.tensors.end() || stored->second.numel() != samples) {
+      return ::testing::AssertionFailure()
+             << group << "_spread." << tensor << " is missing or not of " << samples
+             << " values, and the tolerance of " << name << " needs it (" << tolerance.reason
+             << ")";
+    }
+    spread = stored->second.f32();
+  }
   TensorFile sampled;
   sampled.tensors[group + "_sample." + tensor] = sample->second;
   double element_score = 0;
   ::testing::AssertionResult elements = MatchesTensor(sampled, group + "_sample." + tensor,
                                                       picked.data(), samples, tolerance,
-                                                      &element_score);
+                                                      &element_score, spread);
   if (score != nullptr) *score = element_score;
   if (!elements) return elements;
 

@@ -28,11 +28,14 @@ namespace kiln::parity {
 /// unset, as when gtest_discover_tests lists the tests without the ctest environment.
 std::string ParityDir();
 
-/// The bound on each element: |kiln − torch| ≤ abs + rel·|torch|. The default is the tolerance
-/// of every result whose float32 round-off is small.
+/// The bound on each element: |kiln − torch| ≤ abs + rel·|torch| + spread_multiple·spread, where
+/// spread is the largest difference of PyTorch's float32 runs from float64 at that element
+/// (<group>_spread.<tensor>, stored for sampled results). The default is the tolerance of every
+/// result whose float32 round-off is small, and ignores the spread.
 struct Tolerance {
   double abs = 1e-5;
   double rel = 1e-4;
+  double spread_multiple = 0;
   std::string reason = "the default";  ///< Why this bound applies, for messages.
 };
 
@@ -41,19 +44,22 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
 
 /// Compares `count` values of Kiln with stored tensor `name` element by element. Fails when the
 /// tensor is missing, its element count differs from `count`, or an element (NaN included) is
-/// outside `tolerance`. When `score` is not null, it receives the worst element's
-/// |kiln − torch| / (abs + rel·|torch|), so a value ≤ 1 passes (infinity for NaN).
+/// outside `tolerance`, whose spread term is taken from `spread` (`count` values) when given.
+/// When `score` is not null, it receives the worst element's |kiln − torch| / bound, so a value
+/// ≤ 1 passes (infinity for NaN).
 ::testing::AssertionResult MatchesTensor(const TensorFile& file, const std::string& name,
                                          const float* kiln, int64_t count,
                                          const Tolerance& tolerance = {},
-                                         double* score = nullptr);
+                                         double* score = nullptr,
+                                         const float* spread = nullptr);
 
 /// Compares `count` values of Kiln's result `name` ("grad.<tensor>" or "buffer_after.<buffer>")
 /// with the sampled form that the model cases store: the elements at index.<tensor> within
 /// `tolerance`, the L2 norm within abs + rel·||torch||₂, and the sum within the bound that the
 /// element tolerance implies, rel·sqrt(n)·||torch||₂ + abs·n. Fails when any of the three stored
-/// tensors is missing or an index is outside [0, count). `score`, when not null, receives the
-/// largest of the three errors as a fraction of its bound.
+/// tensors is missing, an index is outside [0, count), or `tolerance` has a spread term and
+/// <group>_spread.<tensor> is missing. `score`, when not null, receives the largest of the three
+/// errors as a fraction of its bound.
 ::testing::AssertionResult MatchesSampled(const TensorFile& file, const std::string& name,
                                           const float* kiln, int64_t count,
                                           const Tolerance& tolerance = {},

@@ -15,7 +15,8 @@
  *                 activations keep their scale through ReLU layers); bias: (2u − 1) / sqrt(fan_in)
  *   weight        1 + 0.2 · (2u − 1): batch_norm (fan_in 0)
  *   other         0.1 · (2u − 1): batch_norm bias
- * The rule is chosen by the text after the name's last '.', in that order.
+ * The rule is chosen by the text after the name's last '.', in that order. A case may scale
+ * some tensors (ScaledWeights): their values are multiplied by the factor before the rounding.
  */
 #ifndef KILN_TESTS_REFERENCE_WEIGHTS_H_
 #define KILN_TESTS_REFERENCE_WEIGHTS_H_
@@ -53,12 +54,27 @@ inline double HashUniform(uint64_t seed, int64_t index) {
   return static_cast<double>(HashBits(seed, index) >> 40) * (1.0 / (1 << 24));
 }
 
+/// The tensors whose name ends with "." + `suffix` start at `factor` times their hashed value
+/// (metadata "scaled_weights" of a reference file, "<suffix> <factor>"). The default scales
+/// nothing.
+struct ScaledWeights {
+  std::string suffix;
+  double factor = 1;
+
+  bool Applies(absl::string_view name) const {
+    return !suffix.empty() && name.size() > suffix.size() &&
+           name.substr(name.size() - suffix.size() - 1) == "." + suffix;
+  }
+};
+
 /// Returns the `numel` initial values of parameter or running statistic `name` in PyTorch's
 /// row-major order. `fan_in` is 0 for batch_norm tensors, as ModelBuilder sets it.
-inline std::vector<float> InitialValues(const std::string& name, int64_t numel, int64_t fan_in) {
+inline std::vector<float> InitialValues(const std::string& name, int64_t numel, int64_t fan_in,
+                                        const ScaledWeights& scaled = {}) {
   const uint64_t seed = Fnv1a64(name);
   const size_t dot = name.rfind('.');
   const std::string suffix = dot == std::string::npos ? name : name.substr(dot + 1);
+  const double factor = scaled.Applies(name) ? scaled.factor : 1.0;
   std::vector<float> values(static_cast<size_t>(numel));
   for (int64_t i = 0; i < numel; ++i) {
     const double u = HashUniform(seed, i);
@@ -76,7 +92,7 @@ inline std::vector<float> InitialValues(const std::string& name, int64_t numel, 
     } else {
       value = 0.1 * (2.0 * u - 1.0);
     }
-    values[static_cast<size_t>(i)] = static_cast<float>(value);
+    values[static_cast<size_t>(i)] = static_cast<float>(value * factor);
   }
   return values;
 }

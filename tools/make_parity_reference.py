@@ -69,20 +69,38 @@ File format (safetensors; every tensor F32 unless noted; PyTorch shapes, row-maj
     grad_stats.<name>  [3]: the sum and the L2 norm of the whole gradient, for each parameter
                        and for "input", and the float32 error of that gradient (below)
     grad_sample.<name> [k]: the gradient at index.<name>
-    buffer_after_stats.<name>, buffer_after_sample.<name>: likewise for each running statistic
-                       after the training forward
+    grad_spread.<name> [k]: the float32 spread at index.<name> (below)
+    buffer_after_stats.<name>, buffer_after_sample.<name>, buffer_after_spread.<name>: likewise
+                       for each running statistic after the training forward
     eval_output, eval_loss  train cases: the prediction and loss in eval mode, before the step
-    metadata float32_output_error, float32_loss_error: the float32 errors of output and loss
+    metadata float32_runs, float32_output_error, float32_loss_error: the number of float32 runs
+                       and the float32 errors of output and loss
+    metadata scaled_weights (some cases): "<suffix> <factor>": every tensor whose name ends with
+                       "." + suffix starts at factor times its hashed value
+    metadata input_salt, input_salt_errors (some cases): which input was chosen (below)
 
-The float32 error of a result is ||r32 − r||₂ / ||r||₂, where r32 is the same step computed by
-PyTorch in float32: an estimate of how much float32 round-off alone moves that result, so a
-tolerance for Kiln's float32 values. It matters for the deep ResNets in train mode, where
-BatchNorm with batch statistics amplifies small perturbations from layer to layer. Measured
-with torch 1.13 on these cases, PyTorch's own float32 gradients differ from its float64 ones by
-up to 3e-4 (resnet50) and 1e-1 (resnet101, resnet152), so no float32 implementation matches
-those float64 gradients to 1e-4. In eval mode the same models stay near 1e-6. Computing only
-BatchNorm in float64 in an otherwise float32 step left the error as large, so what gets
-amplified is the round-off of the float32 convolutions. The other models stay below 4e-5.
+The float32 error of a result r is the largest ||r32 − r||₂ / ||r||₂ over FLOAT32_RUNS runs of
+the same step in PyTorch's float32: one from the stored input, the others from that input with
+each element moved by at most one unit in the last place, which reroutes every later rounding.
+Its spread at an element is the largest |r32 − r| there. Both estimate how far float32 round-off
+alone moves a result, so a tolerance for Kiln's float32 values.
+
+It matters for the deep ResNets in train mode. A pre-ReLU value within round-off of 0 takes
+either sign in float32, and BatchNorm with batch statistics spreads that one pixel's switched
+gradient over its channel and every earlier layer: each gradient moves by about 1/sqrt(values
+in the layer) per flip. With these hashed weights unscaled, PyTorch's float32 gradients moved
+by up to 3e-5 (resnet34), 3e-4 (resnet50) and 1e-1 (resnet152) from float64 (torch 1.13). What
+flips depends on the summation order, so it differs between any two float32 implementations.
+Two choices make those cases better conditioned:
+  - The last BatchNorm of each residual branch starts at 0.25 times its hashed weight
+    (scaled_weights), as residual networks are often started near the identity (torchvision's
+    zero_init_residual starts it at 0). Activations then grow more slowly with depth, and so does
+    round-off (PyTorch's float32 logits of resnet152 move by 2e-5 instead of 1e-3).
+  - Of input_salts inputs ("<case>/input", then "<case>/input/<salt>"), the case keeps the one
+    with the smallest largest float32 error of a gradient; input_salt_errors lists them all.
+    resnet34 and resnet50 then stay below 2e-5; resnet101 and resnet152 still flip in every
+    input tried (2e-2 and 4e-2), and their tests check them within that.
+In eval mode the same models stay near 1e-6. The other models stay below 4e-5.
 
 Dropout in training draws its mask from Kiln's own hash, which PyTorch's generator cannot
 reproduce, so train cases use dropout only with p = 0; a dropout with p > 0 appears only in
@@ -133,8 +151,9 @@ def hash_uniform(name, count):
     return (hash_bits(name, count) >> np.uint64(40)).astype(np.float64) * 2.0**-24
 
 
-def reference_value(name, shape, fan_in):
-    """Returns the float32 initial value of parameter or buffer `name` (see the file comment)."""
+def reference_value(name, shape, fan_in, scaled=None):
+    """Returns the float32 initial value of parameter or buffer `name` (see the file comment).
+    `scaled` is the case's (suffix, factor) or None."""
     count = int(np.prod(shape, dtype=np.int64))
     u = hash_uniform(name, count)
     suffix = name.rsplit(".", 1)[-1]
@@ -150,6 +169,8 @@ def reference_value(name, shape, fan_in):
         value = 1.0 + 0.2 * (2.0 * u - 1.0)
     else:
         value = 0.1 * (2.0 * u - 1.0)
+    if scaled is not None and name.endswith("." + scaled[0]):
+        value = value * scaled[1]
     return value.astype(np.float32).reshape(shape)
 
 
@@ -518,17 +539,22 @@ class SpecModel:
 
 
 class Case:
-    """A reference case: a spec, a batch size, a mode and the storage format."""
+    """A reference case: a spec, a batch size, a mode and the storage format. `scaled_weights`
+    is a (suffix, factor) pair or None, and `input_salts` the number of inputs to choose from
+    (see the file comment)."""
 
-    def __init__(self, name, spec, batch, mode="train", sampled=False):
+    def __init__(self, name, spec, batch, mode="train", sampled=False, scaled_weights=None,
+                 input_salts=1):
         self.name, self.spec, self.batch, self.mode, self.sampled = name, spec, batch, mode, sampled
+        self.scaled_weights, self.input_salts = scaled_weights, input_salts
 
 
-def make_data(case, model):
+def make_data(case, model, salt=0):
     """Returns the float32 input and the targets (int32 labels, float32 tensor, or None)."""
     shape = (case.batch,) + model.shapes["input"]
     count = int(np.prod(shape))
-    x = (2.0 * hash_uniform(f"{case.name}/input", count) - 1.0).astype(np.float32).reshape(shape)
+    input_name = f"{case.name}/input" if salt == 0 else f"{case.name}/input/{salt}"
+    x = (2.0 * hash_uniform(input_name, count) - 1.0).astype(np.float32).reshape(shape)
     loss = model.loss
     if loss.op == "cross_entropy_loss":
         bits = hash_bits(f"{case.name}/targets", case.batch)
@@ -542,13 +568,14 @@ def make_data(case, model):
     return x, (2.0 * u - 1.0).astype(np.float32)
 
 
-def compute_step(model, x32, targets, dtype, training):
+def compute_step(case, model, x32, targets, dtype, training):
     """Runs the case's forward pass, loss and backward pass in `dtype` from the float32 values.
     Returns the prediction, the loss, the gradients by name ("input" and each parameter) and the
     running statistics after the forward pass."""
-    params = {name: torch.from_numpy(reference_value(name, shape, fan_in)).to(dtype)
+    scaled = case.scaled_weights
+    params = {name: torch.from_numpy(reference_value(name, shape, fan_in, scaled)).to(dtype)
               .requires_grad_() for name, shape, fan_in in model.params}
-    buffers = {name: torch.from_numpy(reference_value(name, shape, 0)).to(dtype)
+    buffers = {name: torch.from_numpy(reference_value(name, shape, 0, scaled)).to(dtype)
                for name, shape in model.buffers}
     x = torch.from_numpy(x32).to(dtype).requires_grad_()
     t = None
@@ -570,18 +597,57 @@ def relative_error(approximate, exact):
     return difference / norm if norm > 0 else difference
 
 
+FLOAT32_RUNS = 6  # Float32 steps per sampled case, from differently rounded inputs.
+
+
+def float32_spread(case, model, x32, targets, training, exact):
+    """Runs the case's step in float32 FLOAT32_RUNS times: once from `x32` and then from `x32`
+    with each element moved by at most one unit in the last place (a hashed choice per run),
+    which reroutes every later rounding. Returns, for each result of `exact` (the float64
+    results as compute_step returns them, keyed "output", "loss", "grad.<name>" and
+    "buffer_after.<name>"), the largest relative L2 error of a run and the largest absolute
+    difference of a run per element."""
+    errors, spreads = {}, {}
+    for run in range(FLOAT32_RUNS):
+        x = x32
+        if run > 0:
+            u = hash_uniform(f"{case.name}/float32_run/{run}", x32.size).reshape(x32.shape)
+            x = (x32.astype(np.float64) * (1.0 + 2.0**-23 * (2.0 * u - 1.0))).astype(np.float32)
+        prediction, loss, grad_of, buffers = compute_step(case, model, x, targets, torch.float32,
+                                                          training)
+        approximate = flatten_results(prediction, loss, grad_of, buffers)
+        for key, value in exact.items():
+            errors[key] = max(errors.get(key, 0.0), relative_error(approximate[key], value))
+            difference = (approximate[key].double() - value).abs().reshape(-1)
+            spreads[key] = difference if key not in spreads else torch.maximum(spreads[key],
+                                                                               difference)
+    return errors, spreads
+
+
+def flatten_results(prediction, loss, grad_of, buffers):
+    """Returns compute_step's results in one dict keyed as float32_spread documents."""
+    results = {"output": prediction, "loss": loss}
+    results.update({f"grad.{n}": g for n, g in grad_of.items()})
+    results.update({f"buffer_after.{n}": b for n, b in buffers.items()})
+    return results
+
+
+def sampled_step(case, model, training, salt):
+    """Computes the case's step in float64 from the input of `salt`, and its float32 spread.
+    Returns the input, the targets, the float64 results, the errors and the spreads."""
+    x32, targets = make_data(case, model, salt)
+    result = compute_step(case, model, x32, targets, torch.float64, training)
+    exact = flatten_results(*result)
+    errors, spreads = float32_spread(case, model, x32, targets, training, exact)
+    return x32, targets, result, errors, spreads
+
+
 def run_case(case):
     """Computes the case. Returns the SpecModel, the arrays and metadata of its file, and the
-    float64 results (buffers after the step, gradients, prediction, loss)."""
+    float64 results (buffers after the step, gradients, prediction, loss) with the input and
+    targets they came from."""
     model = SpecModel(case.spec)
     training = case.mode == "train"
-    x32, targets = make_data(case, model)
-    prediction, loss, grad_of, buffers = compute_step(model, x32, targets, torch.float64,
-                                                      training)
-
-    arrays = {"input": x32, "output": f32(prediction), "loss": f32(loss)}
-    if targets is not None:
-        arrays["targets"] = targets
     metadata = {
         "case": case.name,
         "spec": case.spec,
@@ -592,30 +658,56 @@ def run_case(case):
         "made_by": "tools/make_parity_reference.py: one step of the spec in PyTorch from hashed "
                    "weights and inputs, computed in float64 and stored as float32",
     }
+    if case.scaled_weights is not None:
+        metadata["scaled_weights"] = f"{case.scaled_weights[0]} {case.scaled_weights[1]!r}"
+
     if not case.sampled:
+        x32, targets = make_data(case, model)
+        prediction, loss, grad_of, buffers = compute_step(case, model, x32, targets,
+                                                          torch.float64, training)
+        arrays = {"input": x32, "output": f32(prediction), "loss": f32(loss)}
+        if targets is not None:
+            arrays["targets"] = targets
         for name, shape, fan_in in model.params:
             arrays[f"param.{name}"] = reference_value(name, shape, fan_in)
         for name, shape in model.buffers:
             arrays[f"buffer.{name}"] = reference_value(name, shape, 0)
         arrays.update({f"grad.{n}": f32(g) for n, g in grad_of.items()})
         arrays.update({f"buffer_after.{n}": f32(b) for n, b in buffers.items()})
-        return model, arrays, metadata, (buffers, grad_of, prediction, loss)
+        return model, arrays, metadata, (buffers, grad_of, prediction, loss, x32, targets)
 
-    # The same step in float32, to measure how far float32 round-off alone moves each result.
-    prediction32, loss32, grad_of32, buffers32 = compute_step(model, x32, targets,
-                                                              torch.float32, training)
-    metadata["float32_output_error"] = f"{relative_error(prediction32, prediction):.3e}"
-    metadata["float32_loss_error"] = f"{relative_error(loss32, loss):.3e}"
+    # Of the case's inputs, the one whose float32 runs stay closest to float64 (see the file
+    # comment).
+    best, scores = None, []
+    for salt in range(case.input_salts):
+        step = sampled_step(case, model, training, salt)
+        score = max(e for key, e in step[3].items() if key.startswith("grad."))
+        scores.append(f"{score:.2e}")
+        if best is None or score < best[0]:
+            best = (score, salt, step)
+    _, salt, (x32, targets, result, errors, spreads) = best
+    prediction, loss, grad_of, buffers = result
+    if case.input_salts > 1:
+        metadata["input_salt"] = str(salt)
+        metadata["input_salt_errors"] = " ".join(scores)
+    metadata["float32_runs"] = str(FLOAT32_RUNS)
+    metadata["float32_output_error"] = f"{errors['output']:.3e}"
+    metadata["float32_loss_error"] = f"{errors['loss']:.3e}"
+
+    arrays = {"input": x32, "output": f32(prediction), "loss": f32(loss)}
+    if targets is not None:
+        arrays["targets"] = targets
     for name, g in grad_of.items():
-        add_sampled(arrays, "grad", name, g, relative_error(grad_of32[name], g))
+        add_sampled(arrays, "grad", name, g, errors[f"grad.{name}"], spreads[f"grad.{name}"])
     for name, b in buffers.items():
-        add_sampled(arrays, "buffer_after", name, b, relative_error(buffers32[name], b))
+        add_sampled(arrays, "buffer_after", name, b, errors[f"buffer_after.{name}"],
+                    spreads[f"buffer_after.{name}"])
     if training:
-        eval_prediction, eval_loss, _, _ = compute_step(model, x32, targets, torch.float64,
+        eval_prediction, eval_loss, _, _ = compute_step(case, model, x32, targets, torch.float64,
                                                         False)
         arrays["eval_output"] = f32(eval_prediction)
         arrays["eval_loss"] = f32(eval_loss)
-    return model, arrays, metadata, (buffers, grad_of, prediction, loss)
+    return model, arrays, metadata, (buffers, grad_of, prediction, loss, x32, targets)
 
 
 def f32(tensor):
@@ -623,15 +715,16 @@ def f32(tensor):
     return np.array(tensor.detach().numpy(), dtype=np.float32, order="C")
 
 
-def add_sampled(arrays, group, name, tensor, float32_error):
-    """Stores index.<name>, <group>_stats.<name> (sum, L2 norm, float32 error) and
-    <group>_sample.<name>."""
+def add_sampled(arrays, group, name, tensor, float32_error, spread):
+    """Stores index.<name>, <group>_stats.<name> (sum, L2 norm, float32 error),
+    <group>_sample.<name> and <group>_spread.<name> (`spread` at the sampled elements)."""
     flat = tensor.detach().reshape(-1)
-    index = sample_indices(name, flat.numel())
-    arrays[f"index.{name}"] = index.astype(np.int32)
+    index = torch.from_numpy(sample_indices(name, flat.numel()))
+    arrays[f"index.{name}"] = index.numpy().astype(np.int32)
     arrays[f"{group}_stats.{name}"] = np.array(
         [flat.sum().item(), flat.norm().item(), float32_error], dtype=np.float32)
-    arrays[f"{group}_sample.{name}"] = f32(flat[torch.from_numpy(index)])
+    arrays[f"{group}_sample.{name}"] = f32(flat[index])
+    arrays[f"{group}_spread.{name}"] = f32(spread[index])
 
 
 # ---- the cases ----------------------------------------------------------------------------------
@@ -1026,9 +1119,14 @@ def model_cases():
     # is then ±1 whatever the input, its true input gradient is nearly 0, and what float32
     # computes there is round-off: PyTorch's own float32 logits of resnet50 were 56% off its
     # float64 ones. At 64×64 the last stage runs at 2×2 (8 values per channel).
+    # The deeper ones start with the last BatchNorm of each residual branch scaled by 1/4 and
+    # take the best of 4 inputs, which keeps their float32 steps near float64 (file comment).
     for name, (bottleneck, depths) in RESNETS.items():
+        deep = name != "resnet18"
+        last_bn = "bn3.weight" if bottleneck else "bn2.weight"
         cases.append(Case(name, resnet_spec(name, bottleneck, depths, 3, RESNET_INPUT_SIZE, 10),
-                          2, sampled=True))
+                          2, sampled=True, scaled_weights=(last_bn, 0.25) if deep else None,
+                          input_salts=4 if deep else 1))
     # AlexNet has dropout (p = 0.5), so its step is stored in eval mode, where dropout is the
     # identity; it has no BatchNorm, so that step is otherwise the training step.
     cases.append(Case("alexnet", alexnet_spec(64, 10), 2, mode="eval", sampled=True))
@@ -1047,12 +1145,13 @@ def check_torchvision(case, model, result):
         return "torchvision not installed, not checked"
     if case.name not in RESNETS:
         return "no torchvision counterpart"
-    buffers, grad_of, prediction, loss = result
+    buffers, grad_of, prediction, loss, x32, targets = result
 
     net = getattr(torchvision.models, case.name)(num_classes=10).double()
-    state = {n: torch.from_numpy(reference_value(n, shape, fan_in)).double()
+    scaled = case.scaled_weights
+    state = {n: torch.from_numpy(reference_value(n, shape, fan_in, scaled)).double()
              for n, shape, fan_in in model.params}
-    state.update({n: torch.from_numpy(reference_value(n, shape, 0)).double()
+    state.update({n: torch.from_numpy(reference_value(n, shape, 0, scaled)).double()
                   for n, shape in model.buffers})
     missing, unexpected = net.load_state_dict(state, strict=False)
     missing = [n for n in missing if not n.endswith("num_batches_tracked")]
@@ -1065,7 +1164,6 @@ def check_torchvision(case, model, result):
             m.eps = to_float32("1e-5")
 
     net.train()
-    x32, targets = make_data(case, model)
     out = net(torch.from_numpy(x32).double())
     tv_loss = F.cross_entropy(out, torch.from_numpy(targets).long())
     tv_loss.backward()
