@@ -30,6 +30,9 @@ struct CodegenOptions {
   MachineOptions machine;
   /// Also write each function's lowered loop nest as <function>.stmt, for reading schedules.
   bool emit_stmt = false;
+  /// The model's name in models/registry.h (kiln-gen --model), recorded in the generated
+  /// CompiledModel::model so that variants of one model find each other; empty: model.name.
+  std::string registry_name;
 };
 
 /// Compile time of one generated function.

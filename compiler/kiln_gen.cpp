@@ -17,7 +17,7 @@
 ABSL_FLAG(std::string, model, "", "Name of the model to compile (one registered in models/).");
 ABSL_FLAG(std::string, schedule, "manual",
           "Schedule: manual (Kiln's hand-written), li2018, mullapudi2016 or adams2019 (Halide "
-          "autoschedulers).");
+          "autoschedulers), or naive (every Func at root, serial: the baseline).");
 ABSL_FLAG(std::string, output_dir, "", "Directory for the generated libraries, headers and description.");
 ABSL_FLAG(std::string, target, "host",
           "Halide target, e.g. host or x86-64-linux-avx2-fma for CPUs older than this one.");
@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
   options.target = absl::GetFlag(FLAGS_target);
   options.machine.parallelism = absl::GetFlag(FLAGS_parallelism);
   options.emit_stmt = absl::GetFlag(FLAGS_emit_stmt);
+  options.registry_name = name;
   absl::StatusOr<kiln::CodegenReport> report = kiln::GenerateModel(*model, options);
   if (!report.ok()) {
     std::fprintf(stderr, "kiln-gen: model '%s': %s\n", name.c_str(), std::string(report.status().message()).c_str());

@@ -90,7 +90,9 @@ enum class Targets { kClassLabels, kTensor, kInput };
 /// Everything the runtime needs about one compiled model.
 struct CompiledModel {
   std::string name;
-  std::string schedule;  ///< manual, li2018, mullapudi2016 or adams2019.
+  std::string model;     ///< The model it was compiled from (models/registry.h), e.g. "lenet5".
+  std::string schedule;  ///< manual, li2018, mullapudi2016, adams2019 or naive.
+  double compile_seconds = 0;  ///< kiln-gen's time for scheduling, lowering and code generation.
   std::string target;    ///< The Halide target the functions were compiled for.
   int batch_size = 0;    ///< The batch the model was defined and tuned for.
   std::vector<int64_t> input_shape;  ///< Per sample: {C, H, W} or {F}.

@@ -1,5 +1,6 @@
 #include "runtime/halide_allocator.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -25,6 +26,14 @@ struct Cache {
   std::map<size_t, std::vector<void*>> free_blocks;  // By requested size.
   size_t cached_bytes = 0;
   size_t max_cached_bytes = 0;
+  size_t in_use_bytes = 0;
+  size_t peak_bytes = 0;
+
+  // Counts `size` more bytes in use; the mutex is held.
+  void Take(size_t size) {
+    in_use_bytes += size;
+    peak_bytes = std::max(peak_bytes, in_use_bytes);
+  }
 };
 
 Cache& GetCache() {
@@ -43,11 +52,16 @@ void* Allocate(void* /*user_context*/, size_t size) {
       void* block = it->second.back();
       it->second.pop_back();
       cache.cached_bytes -= size;
+      cache.Take(size);
       return block;
     }
   }
   void* raw = std::malloc(size + sizeof(Header) + 2 * kAlignment);
   if (raw == nullptr) return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    cache.Take(size);
+  }
   const uintptr_t start = reinterpret_cast<uintptr_t>(raw) + sizeof(Header);
   void* block = reinterpret_cast<void*>((start + kAlignment - 1) / kAlignment * kAlignment);
   *HeaderOf(block) = {raw, size};
@@ -60,6 +74,7 @@ void Free(void* /*user_context*/, void* block) {
   const Header header = *HeaderOf(block);
   {
     std::lock_guard<std::mutex> lock(cache.mutex);
+    cache.in_use_bytes -= header.size;
     if (cache.cached_bytes + header.size <= cache.max_cached_bytes) {
       cache.free_blocks[header.size].push_back(block);
       cache.cached_bytes += header.size;
@@ -70,6 +85,18 @@ void Free(void* /*user_context*/, void* block) {
 }
 
 }  // namespace
+
+HalideMemory GetHalideMemory() {
+  Cache& cache = GetCache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  return {cache.in_use_bytes, cache.peak_bytes, cache.cached_bytes};
+}
+
+void ResetHalidePeakBytes() {
+  Cache& cache = GetCache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  cache.peak_bytes = cache.in_use_bytes;
+}
 
 void InstallHalideAllocator(size_t max_cached_bytes) {
   static std::once_flag once;

@@ -4,6 +4,8 @@
 //   kiln eval --model lenet5 --checkpoint lenet5.safetensors
 //   kiln summary --model lenet5
 //   kiln import-weights --model resnet18 --from torch.safetensors --checkpoint resnet18.safetensors
+//   kiln bench --model lenet5 --batch-size 64 --threads 2 --csv bench.csv --png bench.png
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <set>
@@ -18,11 +20,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "bench/bench.h"
 #include "fmt/core.h"
+#include "runtime/atomic_file.h"
 #include "runtime/compiled_model.h"
 #include "runtime/idx.h"
 #include "runtime/import_weights.h"
 #include "runtime/network.h"
+#include "runtime/plot.h"
 #include "runtime/safetensors.h"
 #include "runtime/summary.h"
 #include "runtime/trainer.h"
@@ -44,6 +50,16 @@ ABSL_FLAG(int64_t, train_limit, 0, "Use only the first N training images; 0 uses
 ABSL_FLAG(int64_t, test_limit, 0, "Use only the first N test images; 0 uses all.");
 ABSL_FLAG(std::string, from, "",
           "import-weights: a PyTorch state_dict saved as safetensors (torchvision names).");
+ABSL_FLAG(std::string, schedules, "",
+          "bench: comma-separated schedules to measure (manual, li2018, mullapudi2016, "
+          "adams2019, naive); empty measures every one compiled in.");
+ABSL_FLAG(double, seconds, 2.0, "bench: measuring time per figure and runner, in seconds.");
+ABSL_FLAG(std::string, python, "auto",
+          "bench: the Python that runs the PyTorch peers: auto (python3, then /usr/bin/python3, "
+          "whichever imports torch), off, or a path.");
+ABSL_FLAG(std::string, csv, "", "bench: also write the results as CSV to this file.");
+ABSL_FLAG(std::string, json, "", "bench: also write the results as JSON to this file.");
+ABSL_FLAG(std::string, png, "", "bench: also draw training images/s per runner as a PNG chart.");
 
 namespace {
 
@@ -55,7 +71,10 @@ constexpr char kUsage[] =
     "               [--train-limit N] [--test-limit N] [--checkpoint PATH [--resume]]\n"
     "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
     "  kiln summary [--model lenet5]\n"
-    "  kiln import-weights --model NAME --from STATE_DICT.safetensors --checkpoint PATH\n\n"
+    "  kiln import-weights --model NAME --from STATE_DICT.safetensors --checkpoint PATH\n"
+    "  kiln bench   [--model lenet5] [--batch-size N] [--threads N] [--seconds S]\n"
+    "               [--schedules manual,naive,...] [--python auto|off|PATH]\n"
+    "               [--csv FILE] [--json FILE] [--png FILE]\n\n"
     "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).";
 
 int Fail(const absl::Status& status) {
@@ -227,6 +246,50 @@ int RunEval(kiln::Network& net) {
   return 0;
 }
 
+// kiln bench: every compiled schedule of --model beside PyTorch (bench/bench.h).
+int RunBench() {
+  kiln::bench::Options options;
+  options.model = absl::GetFlag(FLAGS_model);
+  options.batch = absl::GetFlag(FLAGS_batch_size);
+  options.threads = absl::GetFlag(FLAGS_threads) > 0
+                        ? absl::GetFlag(FLAGS_threads)
+                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.seconds = absl::GetFlag(FLAGS_seconds);
+  options.python = absl::GetFlag(FLAGS_python);
+  options.peer_script = std::string(KILN_SOURCE_DIR) + "/bench/pytorch_peer.py";
+  if (!absl::GetFlag(FLAGS_schedules).empty()) {
+    options.schedules = absl::StrSplit(absl::GetFlag(FLAGS_schedules), ',');
+  }
+  const std::string csv = absl::GetFlag(FLAGS_csv), json = absl::GetFlag(FLAGS_json),
+                    png = absl::GetFlag(FLAGS_png);
+  for (const std::string& path : {csv, json, png}) {
+    if (path.empty()) continue;
+    if (absl::Status status = kiln::CheckOutputPath(path); !status.ok()) {
+      return Usage(std::string(status.message()));
+    }
+  }
+  absl::StatusOr<kiln::bench::Report> report = kiln::bench::Run(options, stderr);
+  if (!report.ok()) return Usage(std::string(report.status().message()));
+  fmt::print("{}", kiln::bench::FormatTable(*report));
+  absl::Status status;
+  if (status.ok() && !csv.empty()) {
+    status = kiln::WriteFileAtomically(csv, kiln::bench::FormatCsv(*report));
+  }
+  if (status.ok() && !json.empty()) {
+    status = kiln::WriteFileAtomically(json, kiln::bench::FormatJson(*report));
+  }
+  if (status.ok() && !png.empty()) {
+    status = kiln::plot::WritePng(png, kiln::bench::TrainingChart(*report));
+    if (status.ok()) {
+      std::vector<std::string> bars;
+      for (const kiln::bench::Row& row : report->rows) bars.push_back(row.runner);
+      fmt::print("{}: training images/s, bars left to right: {}\n", png,
+                 absl::StrJoin(bars, ", "));
+    }
+  }
+  return status.ok() ? 0 : Fail(status);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -237,17 +300,19 @@ int main(int argc, char** argv) {
   std::vector<std::string> storage;
   std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  constexpr char kCommands[] = "use train, eval, summary or import-weights";
+  constexpr char kCommands[] = "use train, eval, summary, import-weights or bench";
   if (positional.size() != 2) {
     return Usage(positional.size() < 2 ? absl::StrCat("missing command: ", kCommands)
                                        : absl::StrCat("unexpected argument '", positional[2], "'"));
   }
   const std::string command = positional[1];
   if (command != "train" && command != "eval" && command != "summary" &&
-      command != "import-weights") {
+      command != "import-weights" && command != "bench") {
     return Usage(absl::StrCat("unknown command '", command, "': ", kCommands));
   }
   if (absl::Status status = ValidateFlags(); !status.ok()) return Usage(std::string(status.message()));
+
+  if (command == "bench") return RunBench();
 
   const std::string name = absl::GetFlag(FLAGS_model);
   const kiln::CompiledModel* model = kiln::FindCompiledModel(name);

@@ -246,4 +246,11 @@ absl::StatusOr<std::map<std::string, std::string>> Network::LoadCheckpoint(const
   return metadata;
 }
 
+size_t Network::StateBytes() const {
+  size_t floats = params_.size() + grads_.size() + velocity_.size() + buffers_.size();
+  for (const std::vector<float>& v : outputs_) floats += v.size();
+  for (const std::vector<float>& v : output_grads_) floats += v.size();
+  return floats * sizeof(float);
+}
+
 }  // namespace kiln

@@ -87,6 +87,10 @@ class Network {
   /// network's state is unchanged and the message lists what differs from this model.
   absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path);
 
+  /// Bytes of the state this Network holds between calls: parameters, gradients, momentum,
+  /// running statistics and the stored segment outputs and their gradients.
+  size_t StateBytes() const;
+
  private:
   absl::StatusOr<BatchResult> Train(const float* images, halide_buffer_t* targets, int batch);
   // Activations at the segment boundaries and their gradients, for `batch` samples.

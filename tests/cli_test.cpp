@@ -1,35 +1,21 @@
 // The kiln command line: each bad flag, model or path is one clear message and a non-zero exit.
-#include <sys/wait.h>
-
-#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/run_command.h"
 
 namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using Result = kiln::test::CommandResult;
 
 Result RunKiln(const std::string& arguments) {
-  Result result;
-  const std::string command = std::string(KILN_BINARY) + " " + arguments + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer;
-  size_t read;
-  while ((read = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), read);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return kiln::test::RunCommand(std::string(KILN_BINARY) + " " + arguments);
 }
 
 TEST(Summary, PrintsParameterCount) {

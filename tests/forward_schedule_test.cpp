@@ -75,7 +75,8 @@ TEST(ForwardSchedule, ManualBatchOneMatchesItsRowInABatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Autoschedulers, ForwardSchedule,
-                         ::testing::Values(Scheduler::kLi2018, Scheduler::kMullapudi2016),
+                         ::testing::Values(Scheduler::kLi2018, Scheduler::kMullapudi2016,
+                                           Scheduler::kNaive),
                          [](const ::testing::TestParamInfo<Scheduler>& info) {
                            return std::string(SchedulerName(info.param));
                          });

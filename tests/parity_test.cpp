@@ -122,15 +122,6 @@ std::string ResultOf(const std::string& name) {
   return "";
 }
 
-// Schedules every Func of the pipeline that computes `outputs` at root.
-void ComputeEverythingAtRoot(const std::vector<Halide::Func>& outputs) {
-  std::vector<Halide::Internal::Function> functions;
-  for (const Halide::Func& f : outputs) functions.push_back(f.function());
-  for (auto& [name, function] : Halide::Internal::build_environment(functions)) {
-    Halide::Func(function).compute_root();
-  }
-}
-
 // The values a lowered segment reads, from the file.
 struct Inputs {
   Halide::Buffer<float> input;
@@ -370,7 +361,7 @@ void ParityCase::CheckEverythingAtRoot() {
     names.push_back("buffer_after." + model_.buffers[s.buffer_indices[i]].name);
   }
 
-  ComputeEverythingAtRoot(outputs);
+  internal::ComputeEverythingAtRoot(outputs);
   Halide::Pipeline pipeline(outputs);
   RunAndCompare(s, pipeline, names, eval.targets);
 
@@ -387,7 +378,7 @@ void ParityCase::CheckEverythingAtRoot() {
   LoweredSegment forward = LowerSegment(model_, 0, LowerMode::kForward);
   EvalLoss eval_loss = AddEvalLoss(forward);
   std::vector<Halide::Func> eval_outputs = {eval_loss.loss.loss, forward.output};
-  ComputeEverythingAtRoot(eval_outputs);
+  internal::ComputeEverythingAtRoot(eval_outputs);
   Halide::Pipeline eval_pipeline(eval_outputs);
   RunAndCompare(forward, eval_pipeline, {"eval_loss", "eval_output"}, eval_loss.targets);
 }

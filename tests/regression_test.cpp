@@ -12,15 +12,16 @@
 #include <string>
 #include <vector>
 
-#include "examples/regression/atomic_file.h"
+#include "runtime/atomic_file.h"
 #include "examples/regression/denoise.h"
 #include "examples/regression/fit1d.h"
-#include "examples/regression/plot.h"
+#include "runtime/plot.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/compiled_model.h"
 #include "runtime/idx.h"
 #include "runtime/network.h"
+#include "tests/run_command.h"
 
 namespace kiln::regression {
 namespace {
@@ -309,23 +310,10 @@ TEST(RegressionPlot, TileGrayscaleRejectsEmptyGrid) {
 
 // ---- the command line --------------------------------------------------------------------------
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using CommandResult = kiln::test::CommandResult;
 
 CommandResult RunRegression(const std::string& arguments) {
-  CommandResult run;
-  const std::string command = std::string(KILN_REGRESSION_BINARY) + " " + arguments + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buffer;
-  size_t read;
-  while ((read = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    run.output.append(buffer.data(), read);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  return kiln::test::RunCommand(std::string(KILN_REGRESSION_BINARY) + " " + arguments);
 }
 
 TEST(RegressionCli, BadFlagsAreUsageErrors) {

@@ -9,6 +9,7 @@
 #define KILN_COMPILER_SCHEDULE_SCHEDULE_H_
 
 #include <string>
+#include <vector>
 
 #include "Halide.h"
 #include "absl/status/status.h"
@@ -18,9 +19,12 @@
 
 namespace kiln {
 
-enum class Scheduler { kManual, kLi2018, kMullapudi2016, kAdams2019 };
+/// kManual: Kiln's hand-written schedules (compiler/schedule/manual.cpp). kLi2018,
+/// kMullapudi2016, kAdams2019: Halide's autoschedulers of those names. kNaive: every Func
+/// computed at root in serial loops, without vectorization: the baseline of `kiln bench`.
+enum class Scheduler { kManual, kLi2018, kMullapudi2016, kAdams2019, kNaive };
 
-/// Parses "manual", "li2018", "mullapudi2016" or "adams2019" (any case).
+/// Parses "manual", "li2018", "mullapudi2016", "adams2019" or "naive" (any case).
 absl::StatusOr<Scheduler> ParseScheduler(const std::string& name);
 const char* SchedulerName(Scheduler scheduler);
 
@@ -36,7 +40,8 @@ absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pi
                              Scheduler scheduler, const Halide::Target& target,
                              const MachineOptions& machine = {});
 
-/// Schedules the elementwise parameter update.
+/// Schedules the elementwise parameter update: naive computes it serially, every other
+/// scheduler takes the manual schedule (see the NOTE in schedule.cpp).
 absl::Status ScheduleUpdate(const LoweredUpdate& update, Halide::Pipeline& pipeline,
                             Scheduler scheduler, const Halide::Target& target,
                             const MachineOptions& machine = {});
@@ -48,6 +53,8 @@ absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
 void ManualSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
                    const Halide::Target& target);
 void ManualUpdate(const LoweredUpdate& update, const Halide::Target& target);
+/// Computes every Func that `outputs` call at root, in serial, unvectorized loops.
+void ComputeEverythingAtRoot(const std::vector<Halide::Func>& outputs);
 }  // namespace internal
 
 }  // namespace kiln

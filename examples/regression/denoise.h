@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "examples/regression/plot.h"
+#include "runtime/plot.h"
 #include "examples/regression/regression.h"
 #include "runtime/idx.h"
 #include "runtime/network.h"

@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "examples/regression/atomic_file.h"
+#include "runtime/atomic_file.h"
 #include "fmt/core.h"
 #include "runtime/trainer.h"
 

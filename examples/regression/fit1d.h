@@ -21,7 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "examples/regression/plot.h"
+#include "runtime/plot.h"
 #include "examples/regression/regression.h"
 #include "runtime/network.h"
 

@@ -1,4 +1,4 @@
-#include "examples/regression/plot.h"
+#include "runtime/plot.h"
 
 #include <png.h>
 
@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "examples/regression/atomic_file.h"
+#include "runtime/atomic_file.h"
 
 namespace kiln::plot {
 namespace {
@@ -268,6 +268,20 @@ void Chart::Line(const std::vector<double>& xs, const std::vector<double>& ys, R
     area_.DrawLine(PixelX(xs[i - 1]), PixelY(ys[i - 1]), PixelX(xs[i]), PixelY(ys[i]), color,
                    thickness);
   }
+}
+
+void Chart::Bar(double x0, double x1, double y0, double y1, Rgb color) {
+  if (!std::isfinite(x0) || !std::isfinite(x1) || !std::isfinite(y0) || !std::isfinite(y1)) {
+    return;
+  }
+  // Clamped to the plot area first, so that huge values cannot overflow the conversion.
+  const double w = area_.width(), h = area_.height();
+  auto clamp = [](double v, double hi) { return std::clamp(v, -1.0, hi + 1); };
+  const double px0 = clamp(PixelX(std::min(x0, x1)), w), px1 = clamp(PixelX(std::max(x0, x1)), w);
+  const double py0 = clamp(PixelY(std::max(y0, y1)), h), py1 = clamp(PixelY(std::min(y0, y1)), h);
+  area_.FillRect(static_cast<int>(std::lround(px0)), static_cast<int>(std::lround(py0)),
+                 static_cast<int>(std::lround(px1)) + 1, static_cast<int>(std::lround(py1)) + 1,
+                 color);
 }
 
 Image Chart::Render() const {

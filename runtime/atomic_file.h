@@ -6,8 +6,8 @@
  *   ...
  *   absl::Status s = kiln::WriteFileAtomically("fit.csv", csv);
  */
-#ifndef KILN_EXAMPLES_REGRESSION_ATOMIC_FILE_H_
-#define KILN_EXAMPLES_REGRESSION_ATOMIC_FILE_H_
+#ifndef KILN_RUNTIME_ATOMIC_FILE_H_
+#define KILN_RUNTIME_ATOMIC_FILE_H_
 
 #include <string>
 #include <string_view>
@@ -29,4 +29,4 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
 
 }  // namespace kiln
 
-#endif  // KILN_EXAMPLES_REGRESSION_ATOMIC_FILE_H_
+#endif  // KILN_RUNTIME_ATOMIC_FILE_H_

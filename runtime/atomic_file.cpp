@@ -1,4 +1,4 @@
-#include "examples/regression/atomic_file.h"
+#include "runtime/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

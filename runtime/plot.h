@@ -1,6 +1,6 @@
 /** \file
- * Small raster plots saved as PNG: a chart with axes, numeric tick labels, scatter points and
- * polylines, and a grid of grayscale images. Drawing is plain pixel work on an RGB image, and
+ * Small raster plots saved as PNG: a chart with axes, numeric tick labels, scatter points,
+ * polylines and bars, and a grid of grayscale images. Drawing is plain pixel work on an RGB image, and
  * libpng's simplified API (libpng 1.6) does the encoding.
  *
  *   kiln::plot::Chart chart(640, 400, {-1, 1}, {-1.5, 1.5});
@@ -11,8 +11,8 @@
  * Text is limited to tick labels: digits, '-', '+', '.' and 'e' in a 3×5 pixel font. Legends and
  * axis titles belong in the caption of the document that shows the image.
  */
-#ifndef KILN_EXAMPLES_REGRESSION_PLOT_H_
-#define KILN_EXAMPLES_REGRESSION_PLOT_H_
+#ifndef KILN_RUNTIME_PLOT_H_
+#define KILN_RUNTIME_PLOT_H_
 
 #include <cstdint>
 #include <string>
@@ -97,6 +97,10 @@ class Chart {
   void Line(const std::vector<double>& xs, const std::vector<double>& ys, Rgb color,
             double thickness = 2);
 
+  /// Fills the rectangle of data coordinates [x0, x1] × [y0, y1] (a bar of a bar chart),
+  /// clipped at the frame. Nothing is drawn when a coordinate is not finite.
+  void Bar(double x0, double x1, double y0, double y1, Rgb color);
+
   /// Returns the finished chart: axes, labels and the data drawn so far.
   Image Render() const;
 
@@ -130,4 +134,4 @@ absl::Status WritePng(const std::string& path, const Image& image);
 
 }  // namespace kiln::plot
 
-#endif  // KILN_EXAMPLES_REGRESSION_PLOT_H_
+#endif  // KILN_RUNTIME_PLOT_H_
