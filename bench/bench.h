@@ -41,7 +41,10 @@ struct Options {
   std::string model = "lenet5";  ///< CompiledModel::model of the variants to measure.
   int batch = 0;                 ///< Images per step; 0 uses the model's compiled batch.
   int threads = 2;
-  double seconds = 2.0;          ///< Measuring time per figure and runner.
+  double seconds = 2.0;          ///< Measuring time per figure and runner in each round.
+  /// Passes over all runners, alternating so that each sees the same machine load. Each figure
+  /// is the best of the rounds: these shared machines slow down by up to half for minutes.
+  int rounds = 3;
   std::vector<std::string> schedules;  ///< Empty: every schedule.
   /// The Python that runs the peers. "auto" tries python3, then /usr/bin/python3, and takes the
   /// first that imports torch. "off" runs no peer. Anything else is the interpreter's path.

@@ -53,7 +53,10 @@ ABSL_FLAG(std::string, from, "",
 ABSL_FLAG(std::string, schedules, "",
           "bench: comma-separated schedules to measure (manual, li2018, mullapudi2016, "
           "adams2019, naive); empty measures every one compiled in.");
-ABSL_FLAG(double, seconds, 2.0, "bench: measuring time per figure and runner, in seconds.");
+ABSL_FLAG(double, seconds, 2.0,
+          "bench: measuring time per figure and runner in each round, in seconds.");
+ABSL_FLAG(int, rounds, 3,
+          "bench: passes over all runners, alternating; each figure is the best of them.");
 ABSL_FLAG(std::string, python, "auto",
           "bench: the Python that runs the PyTorch peers: auto (python3, then /usr/bin/python3, "
           "whichever imports torch), off, or a path.");
@@ -72,7 +75,7 @@ constexpr char kUsage[] =
     "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
     "  kiln summary [--model lenet5]\n"
     "  kiln import-weights --model NAME --from STATE_DICT.safetensors --checkpoint PATH\n"
-    "  kiln bench   [--model lenet5] [--batch-size N] [--threads N] [--seconds S]\n"
+    "  kiln bench   [--model lenet5] [--batch-size N] [--threads N] [--seconds S] [--rounds N]\n"
     "               [--schedules manual,naive,...] [--python auto|off|PATH]\n"
     "               [--csv FILE] [--json FILE] [--png FILE]\n\n"
     "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).";
@@ -255,6 +258,7 @@ int RunBench() {
                         ? absl::GetFlag(FLAGS_threads)
                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   options.seconds = absl::GetFlag(FLAGS_seconds);
+  options.rounds = absl::GetFlag(FLAGS_rounds);
   options.python = absl::GetFlag(FLAGS_python);
   options.peer_script = std::string(KILN_SOURCE_DIR) + "/bench/pytorch_peer.py";
   if (!absl::GetFlag(FLAGS_schedules).empty()) {

@@ -111,6 +111,12 @@ TEST_F(BenchCli, BadOutputPathFailsBeforeMeasuring) {
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("kiln bench: measuring")));
 }
 
+TEST_F(BenchCli, BadRoundsIsAnError) {
+  Result r = RunKiln("bench --rounds 0 --python off");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("rounds 0 must be at least 1"));
+}
+
 TEST_F(BenchCli, BadSecondsIsAnError) {
   Result r = RunKiln("bench --seconds 0 --python off");
   EXPECT_EQ(r.exit_code, 2) << r.output;
