@@ -89,11 +89,15 @@ Row MeasureSchedule(const CompiledModel& variant, int batch, double seconds, dou
   for (int64_t d : variant.input_shape) per_image *= d;
   std::vector<float> images(static_cast<size_t>(batch * per_image));
   for (float& p : images) p = pixel(generator);
-  std::vector<int32_t> labels(static_cast<size_t>(batch));
-  for (int32_t& l : labels) l = static_cast<int32_t>(generator() % variant.num_classes);
   int64_t per_output = 1;
   for (int64_t d : variant.output_shape) per_output *= d;
   std::vector<float> outputs(static_cast<size_t>(batch * per_output));
+  // Class labels for classifiers, a tensor shaped like the output for the other losses.
+  const bool classifier = variant.targets == Targets::kClassLabels;
+  std::vector<int32_t> labels(classifier ? static_cast<size_t>(batch) : 0);
+  for (int32_t& l : labels) l = static_cast<int32_t>(generator() % variant.num_classes);
+  std::vector<float> targets(classifier ? 0 : outputs.size());
+  for (float& t : targets) t = pixel(generator);
   // Tiny steps keep the parameters finite however long the measurement runs.
   const SgdOptions sgd{1e-6f, 0.9f, 0.0f};
 
@@ -101,7 +105,9 @@ Row MeasureSchedule(const CompiledModel& variant, int batch, double seconds, dou
   ResetHalidePeakBytes();
   row.train_images_per_second = ItemsPerSecond(
       [&]() -> absl::Status {
-        absl::StatusOr<BatchResult> result = net.Backward(images.data(), labels.data(), batch);
+        absl::StatusOr<BatchResult> result =
+            classifier ? net.Backward(images.data(), labels.data(), batch)
+                       : net.Backward(images.data(), targets.data(), batch);
         if (!result.ok()) return result.status();
         return net.Update(sgd);
       },
@@ -179,7 +185,7 @@ Row MeasurePeer(const Options& options, const std::string& python, const std::st
     row.error = result.is_object() && result.contains("error")
                     ? result["error"].get<std::string>()
                     : absl::StrCat(options.peer_script, " exited with status ", status,
-                                   " (it knows lenet5 and resnet20)");
+                                   " (it has lenet5, resnet20 and conv3x3)");
     return row;
   }
   row.train_images_per_second = result.value("train_images_per_second", 0.0);

@@ -60,7 +60,15 @@ def resnet20() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-MODELS = {"lenet5": (lenet5, (1, 28, 28)), "resnet20": (resnet20, (1, 28, 28))}
+def conv3x3() -> nn.Module:
+    """models/conv3x3.cpp at its default 256×28×28: one 3×3 convolution, 256 → 256 channels."""
+    return nn.Conv2d(256, 256, 3, padding=1, bias=False)
+
+
+# Each model: its constructor, its input shape and whether its loss is cross-entropy over 10
+# classes (else mean squared error against a target shaped like the output).
+MODELS = {"lenet5": (lenet5, (1, 28, 28), True), "resnet20": (resnet20, (1, 28, 28), True),
+          "conv3x3": (conv3x3, (256, 28, 28), False)}
 
 
 def images_per_second(step, batch: int, seconds: float) -> float:
@@ -96,13 +104,18 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    make, shape = MODELS[args.model]
+    make, shape, classifier = MODELS[args.model]
     model = make()
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
     x = torch.rand(args.batch, *shape)
-    y = torch.randint(0, 10, (args.batch,))
+    if classifier:
+        loss_fn = nn.CrossEntropyLoss()
+        y = torch.randint(0, 10, (args.batch,))
+    else:
+        loss_fn = nn.MSELoss()
+        with torch.no_grad():
+            y = torch.rand_like(model(x))
     x1 = x[:1].clone()
     forward = torch.compile(model) if args.mode == "compile" else model
 

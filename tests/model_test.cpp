@@ -263,7 +263,8 @@ TEST(ModelZoo, ParameterCountsAtDefaults) {
   const std::vector<std::pair<std::string, int64_t>> expected = {
       {"alexnet", 61'100'840},   {"resnet18", 11'689'512},  {"resnet34", 21'797'672},
       {"resnet50", 25'557'032},  {"resnet101", 44'549'160}, {"resnet152", 60'192'808},
-      {"resnet20", 272'186},     {"mlp_regression", 4'353}, {"denoising_autoencoder", 9'857}};
+      {"resnet20", 272'186},     {"mlp_regression", 4'353}, {"denoising_autoencoder", 9'857},
+      {"conv3x3", 256 * 256 * 9}};
   for (const auto& [name, count] : expected) {
     absl::StatusOr<Model> model = BuildModel(name, {});
     ASSERT_TRUE(model.ok()) << name << ": " << model.status();
