@@ -14,8 +14,10 @@
  * largest total that the generated functions allocate at once. The PyTorch peers run bench/pytorch_peer.py in
  * a child Python process (eager, and torch.compile where the installed PyTorch has it).
  *
- * FLOPs follow CompiledModel::layers (a multiply-add counts as 2); a training step counts 3
- * times the forward FLOPs, the usual estimate for forward, input gradients and weight gradients.
+ * FLOPs follow CompiledModel::layers (a multiply-add counts as 2). A training step counts the
+ * forward pass plus, for each conv and dense layer, its weight gradient and its input gradient at
+ * the layer's forward FLOPs each, without the input gradient of the first such layer, which
+ * reads the model's input.
  */
 #ifndef KILN_BENCH_BENCH_H_
 #define KILN_BENCH_BENCH_H_
@@ -74,6 +76,7 @@ struct Report {
   std::string date;     ///< UTC, ISO 8601.
   double peak_gflops = 0;           ///< The FMA kernel's FP32 GFLOP/s on `threads` threads.
   double forward_flops_per_image = 0;
+  double train_flops_per_image = 0;  ///< See Run: forward, weight and input gradients.
   std::vector<Row> rows;            ///< Kiln's schedules, then the peers.
 
   /// The first peer that ran in eager mode, or nullptr.

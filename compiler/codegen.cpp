@@ -46,6 +46,8 @@ struct CompiledSegment {
   std::string prefix;  ///< e.g. "lenet5_s0"; functions are <prefix>_forward, ...
   bool first = false, last = false;
   size_t params = 0, buffers = 0;
+  /// Also <prefix>_forward_large_batch, for batches of at least kManualLargeBatch.
+  bool large_batch_forward = false;
 };
 
 // "array[0], array[1], ..." for `count` entries, with a leading ", " when nonempty.
@@ -60,11 +62,17 @@ std::string ListArgs(const char* array, size_t count) {
 std::string Adapters(const CompiledSegment& c, int index) {
   const std::string& f = c.prefix;
   std::ostringstream out;
+  const std::string forward_args =
+      absl::StrCat("(input", ListArgs("params", c.params), ListArgs("buffers", c.buffers),
+                   ", output)");
   out << "int Forward" << index << "(halide_buffer_t* input, halide_buffer_t* const* params,\n"
       << "    halide_buffer_t* const* buffers, halide_buffer_t* output) {\n"
-      << "  (void)params; (void)buffers;\n"
-      << "  return " << f << "_forward(input" << ListArgs("params", c.params)
-      << ListArgs("buffers", c.buffers) << ", output);\n}\n\n";
+      << "  (void)params; (void)buffers;\n";
+  if (c.large_batch_forward) {
+    out << "  if (input->dim[input->dimensions - 1].extent >= " << kManualLargeBatch << ") {\n"
+        << "    return " << f << "_forward_large_batch" << forward_args << ";\n  }\n";
+  }
+  out << "  return " << f << "_forward" << forward_args << ";\n}\n\n";
   const std::string input_grad = c.first ? "" : ", input_grad";
   if (!c.last) {
     out << "int TrainForward" << index << "(halide_buffer_t* input, halide_buffer_t* const* params,\n"
@@ -241,6 +249,18 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
                                         options, start, modules, report);
       if (!status.ok()) return status;
     }
+    if (options.scheduler == Scheduler::kManual) {
+      const auto start = std::chrono::steady_clock::now();
+      LoweredSegment lowered = LowerSegment(model, i, LowerMode::kForward);
+      absl::StatusOr<Halide::Pipeline> pipeline = SegmentPipeline(
+          lowered, options.scheduler, target, options.machine, ForwardBatch::kLarge);
+      if (!pipeline.ok()) return pipeline.status();
+      absl::Status status = AddFunction(*pipeline, lowered.arguments(),
+                                        absl::StrCat(c.prefix, "_forward_large_batch"), target,
+                                        options, start, modules, report);
+      if (!status.ok()) return status;
+      c.large_batch_forward = true;
+    }
     compiled.push_back(c);
   }
   report.distinct_segments = static_cast<int>(compiled.size());
@@ -271,9 +291,11 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
 
 absl::StatusOr<Halide::Pipeline> SegmentPipeline(const LoweredSegment& segment,
                                                  Scheduler scheduler, const Halide::Target& target,
-                                                 const MachineOptions& machine) {
+                                                 const MachineOptions& machine,
+                                                 ForwardBatch forward_batch) {
   Halide::Pipeline pipeline(segment.outputs());
-  absl::Status status = ScheduleSegment(segment, pipeline, scheduler, target, machine);
+  absl::Status status =
+      ScheduleSegment(segment, pipeline, scheduler, target, machine, forward_batch);
   if (!status.ok()) return status;
   if (scheduler == Scheduler::kManual || scheduler == Scheduler::kNaive) return pipeline;
 

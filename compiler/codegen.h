@@ -58,7 +58,8 @@ Halide::Target HostTarget();
 /// with a batch dimension are copied out by a final manual stage (see the NOTE in codegen.cpp).
 absl::StatusOr<Halide::Pipeline> SegmentPipeline(const LoweredSegment& segment,
                                                  Scheduler scheduler, const Halide::Target& target,
-                                                 const MachineOptions& machine = {});
+                                                 const MachineOptions& machine = {},
+                                                 ForwardBatch forward_batch = ForwardBatch::kAny);
 
 /// Writes into options.output_dir: <name>_kernels.{a,h} with the functions of every distinct
 /// segment (lower.h) and the update, and <name>_model.cpp, which defines and registers the

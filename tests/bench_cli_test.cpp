@@ -68,6 +68,9 @@ TEST_F(BenchCli, WritesTableCsvJsonAndPng) {
   // LeNet-5's forward pass: 2 · (conv 117,600 + 240,000 + 48,000 MACs and dense 10,080 + 840)
   // plus the bias, pooling, ReLU and loss terms that compiler/model.cpp counts.
   EXPECT_NEAR(report["forward_flops_per_image"].get<double>(), 852e3, 10e3);
+  // Plus the weight gradients of the five conv and dense layers (839,558 FLOPs with biases) and
+  // the input gradients of all but conv1 (599,654).
+  EXPECT_NEAR(report["train_flops_per_image"].get<double>(), 852410 + 839558 + 599654, 1e3);
   ASSERT_EQ(report["rows"].size(), 2u);
   for (const nlohmann::json& row : report["rows"]) {
     EXPECT_FALSE(row.contains("error")) << row.dump();

@@ -21,9 +21,11 @@ Model SmallLenet() {
 }
 
 // Logits {classes, batch} of `scheduler`'s forward function on fixed random images and weights.
-Halide::Buffer<float> ForwardLogits(const Model& model, Scheduler scheduler, int batch) {
+Halide::Buffer<float> ForwardLogits(const Model& model, Scheduler scheduler, int batch,
+                                    ForwardBatch forward_batch = ForwardBatch::kAny) {
   LoweredSegment net = LowerSegment(model, 0, LowerMode::kForward);
-  absl::StatusOr<Halide::Pipeline> pipeline = SegmentPipeline(net, scheduler, HostTarget());
+  absl::StatusOr<Halide::Pipeline> pipeline =
+      SegmentPipeline(net, scheduler, HostTarget(), {}, forward_batch);
   EXPECT_TRUE(pipeline.ok()) << pipeline.status();
 
   std::mt19937 generator(7);
@@ -60,6 +62,23 @@ TEST_P(ForwardSchedule, MatchesManualAtEveryBatch) {
       for (int k = 0; k < expected.dim(0).extent(); ++k) {
         ASSERT_NEAR(actual(k, n), expected(k, n), 1e-5f * (1 + std::abs(expected(k, n))))
             << SchedulerName(GetParam()) << ", batch " << batch << ", sample " << n << ", class " << k;
+      }
+    }
+  }
+}
+
+TEST(ForwardSchedule, ManualLargeBatchMatchesAnyBatch) {
+  const Model model = SmallLenet();
+  // From the smallest batch the large-batch function serves, through one vector of samples
+  // and a partial second one.
+  for (int batch : {kManualLargeBatch, 16, 21}) {
+    Halide::Buffer<float> expected = ForwardLogits(model, Scheduler::kManual, batch);
+    Halide::Buffer<float> actual =
+        ForwardLogits(model, Scheduler::kManual, batch, ForwardBatch::kLarge);
+    for (int n = 0; n < batch; ++n) {
+      for (int k = 0; k < expected.dim(0).extent(); ++k) {
+        ASSERT_NEAR(actual(k, n), expected(k, n), 1e-5f * (1 + std::abs(expected(k, n))))
+            << "batch " << batch << ", sample " << n << ", class " << k;
       }
     }
   }

@@ -31,7 +31,7 @@ using Halide::TailStrategy;
 constexpr int kLanes = 16;
 // Inference below this many samples vectorizes across x instead, in vectors of 8 lanes: LeNet's
 // rows are 28, 14, 10 and 5 wide.
-constexpr int kSmallBatch = 4;
+constexpr int kSmallBatch = kManualLargeBatch;
 constexpr int kSmallBatchLanes = 8;
 
 // The reduction variables of update definition `update` of `f`, innermost first.
@@ -222,14 +222,40 @@ void ScheduleOutputCopy(Func f) {
 // Schedules the output Func of every layer and every conv's padded input; elementwise ops
 // (activations, add, concat, dropout, normalization) are inlined into their consumers. With
 // `fuse_pools` (inference), conv → relu → max_pool2d chains are computed inside the pool.
-void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
+// Schedules the layers of a segment. `fuse_pools` (inference) computes conv → relu → pool chains
+// inside the pool's rows. `large_batch` (inference for batches of at least kSmallBatch) drops the
+// small-batch specializations and reduces the other convs and the dense layers in register tiles,
+// as training does.
+void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch = false) {
   const Model& model = *s.model;
-  const Halide::Expr small_batch =
-      fuse_pools ? s.input.dim(s.input.dimensions() - 1).extent() < kSmallBatch : Halide::Expr();
+  const Halide::Expr small_batch = fuse_pools && !large_batch
+                                       ? s.input.dim(s.input.dimensions() - 1).extent() < kSmallBatch
+                                       : Halide::Expr();
   std::vector<int> consumers(model.layers.size(), 0);
   for (const Layer& layer : model.layers) {
     for (int in : layer.inputs) ++consumers[in];
   }
+  // The conv that ScheduleConvPool computes inside pool layer `pool`'s rows: a conv of this
+  // segment that feeds only a relu that feeds only the pool. -1 when there is none.
+  auto fused_conv = [&](int pool) {
+    const Layer& relu = model.layers[model.layers[pool].input()];
+    const int relu_index = model.layers[pool].input();
+    const bool fused = fuse_pools && s.layers.at(pool).stages.empty() &&
+                       s.layers.count(relu_index) != 0 && relu.kind == OpKind::kRelu &&
+                       consumers[relu_index] == 1 && s.layers.count(relu.input()) != 0 &&
+                       model.layers[relu.input()].kind == OpKind::kConv2d &&
+                       consumers[relu.input()] == 1;
+    return fused ? relu.input() : -1;
+  };
+  auto pooled = [&](int conv) {
+    for (const auto& [i, lowered] : s.layers) {
+      const OpKind kind = model.layers[i].kind;
+      if ((kind == OpKind::kMaxPool2d || kind == OpKind::kAvgPool2d) && fused_conv(i) == conv) {
+        return true;
+      }
+    }
+    return false;
+  };
   auto param_func = [&](int param) {
     for (size_t j = 0; j < s.param_indices.size(); ++j) {
       if (s.param_indices[j] == param) return s.param_funcs[j];
@@ -243,7 +269,7 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
     switch (layer.kind) {
       case OpKind::kConv2d:
         ScheduleBatchInnermost(lowered.stages[0], small_batch);  // the zero-padded input
-        if (fuse_pools) {
+        if (fuse_pools && (!large_batch || pooled(i))) {
           ScheduleBatchInnermost(lowered.output, small_batch);
         } else {
           ScheduleRegisterTiled(lowered.output, static_cast<int>(layer.out_channels));
@@ -251,14 +277,9 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
         break;
       case OpKind::kMaxPool2d:
       case OpKind::kAvgPool2d: {
-        const int relu_index = layer.input();
-        const Layer& relu = model.layers[relu_index];
-        const bool after_conv_relu =
-            s.layers.count(relu_index) != 0 && relu.kind == OpKind::kRelu &&
-            consumers[relu_index] == 1 && s.layers.count(relu.input()) != 0 &&
-            model.layers[relu.input()].kind == OpKind::kConv2d && consumers[relu.input()] == 1;
-        if (fuse_pools && after_conv_relu && lowered.stages.empty()) {
-          ScheduleConvPool(lowered.output, s.layers.at(relu.input()).output, small_batch);
+        const int conv = fused_conv(i);
+        if (conv >= 0) {
+          ScheduleConvPool(lowered.output, s.layers.at(conv).output, small_batch);
         } else {
           ScheduleBatchInnermost(lowered.output, small_batch);
         }
@@ -273,13 +294,13 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools) {
         if (fuse_pools && s.last && i == model.loss_layer().input()) {
           prediction = lowered.output;
         } else {
-          if (fuse_pools) {
+          if (fuse_pools && !large_batch) {
             ScheduleBatchInnermost(lowered.output, small_batch);
           } else {
             ScheduleRegisterTiled(lowered.output, static_cast<int>(layer.out_channels));
           }
         }
-        if (fuse_pools) {
+        if (fuse_pools && !large_batch) {
           // Weights stored transposed, output features innermost, so small batches load them
           // as vectors across features instead of gathering one per in_features stride.
           Func weight = param_func(layer.params[0]);
@@ -383,8 +404,10 @@ void ScheduleParameterGradient(Func f, int kernel, int64_t numel) {
 
 }  // namespace
 
-void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Halide::Target&) {
-  ScheduleLayers(s, /*fuse_pools=*/s.mode == LowerMode::kForward);
+void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Halide::Target&,
+                   ForwardBatch forward_batch) {
+  ScheduleLayers(s, /*fuse_pools=*/s.mode == LowerMode::kForward,
+                 /*large_batch=*/forward_batch == ForwardBatch::kLarge);
   if (s.mode == LowerMode::kForward || s.mode == LowerMode::kTrainForward) return;
   for (const Halide::Func& stage : s.loss.stages) {
     if (!ScheduleBatchInnermost(stage)) Func(stage).compute_root();

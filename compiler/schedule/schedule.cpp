@@ -109,7 +109,7 @@ void ComputeEverythingAtRoot(const std::vector<Halide::Func>& outputs) {
 
 absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
                              Scheduler scheduler, const Halide::Target& target,
-                             const MachineOptions& machine) {
+                             const MachineOptions& machine, ForwardBatch forward_batch) {
   if (scheduler == Scheduler::kLi2018 && segment.mode != LowerMode::kForward &&
       machine.parallelism > 1) {
     // NOTE: tuned for more than one thread, Halide 14's Li2018 vectorizes the batch and spatial
@@ -128,7 +128,7 @@ absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pi
   if (scheduler != Scheduler::kManual) {
     return internal::AutoSchedule(pipeline, scheduler, target, machine);
   }
-  internal::ManualSegment(segment, pipeline, target);
+  internal::ManualSegment(segment, pipeline, target, forward_batch);
   return absl::OkStatus();
 }
 

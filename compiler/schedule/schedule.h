@@ -28,6 +28,14 @@ enum class Scheduler { kManual, kLi2018, kMullapudi2016, kAdams2019, kNaive };
 absl::StatusOr<Scheduler> ParseScheduler(const std::string& name);
 const char* SchedulerName(Scheduler scheduler);
 
+/// Which batches a forward (inference) function is scheduled for. The manual schedule compiles
+/// two: kAny, which vectorizes across x below kManualLargeBatch samples (one image would fill
+/// one of 16 lanes otherwise) and across samples above, and kLarge, for batches of at least
+/// kManualLargeBatch, whose convs and dense layers reduce in register tiles of 16 samples. The
+/// generated Forward calls the second for those batches. The autoschedulers compile kAny only.
+enum class ForwardBatch { kAny, kLarge };
+inline constexpr int kManualLargeBatch = 4;
+
 /// Machine description given to the autoschedulers.
 struct MachineOptions {
   int parallelism = 2;                              ///< Threads the schedule is tuned for.
@@ -38,7 +46,8 @@ struct MachineOptions {
 /// Schedules the pipeline of a lowered segment (outputs: segment.outputs()).
 absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
                              Scheduler scheduler, const Halide::Target& target,
-                             const MachineOptions& machine = {});
+                             const MachineOptions& machine = {},
+                             ForwardBatch forward_batch = ForwardBatch::kAny);
 
 /// Schedules the elementwise parameter update: naive computes it serially, every other
 /// scheduler takes the manual schedule (see the NOTE in schedule.cpp).
@@ -51,7 +60,7 @@ namespace internal {
 absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
                           const Halide::Target& target, const MachineOptions& machine);
 void ManualSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
-                   const Halide::Target& target);
+                   const Halide::Target& target, ForwardBatch forward_batch = ForwardBatch::kAny);
 void ManualUpdate(const LoweredUpdate& update, const Halide::Target& target);
 /// Computes every Func that `outputs` call at root, in serial, unvectorized loops.
 void ComputeEverythingAtRoot(const std::vector<Halide::Func>& outputs);
