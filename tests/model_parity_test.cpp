@@ -89,6 +89,12 @@ const ModelCase kModelCases[] = {
 // (resnet101) and 1.9 (resnet152) times one float32 run of PyTorch's, measured with torch 1.13.
 constexpr double kFloat32ErrorMultiple = 4;
 constexpr double kSmallFloat32Error = 1e-5;
+// From 1e-3 on, the error comes from flipped ReLUs (resnet101 and resnet152: 1e-3 to 4e-2), and
+// which elements they move differs between float32 implementations: with BatchNorm's statistics
+// summed in a different order, Kiln's resnet101 left the per-element bound by up to 1.3 times at
+// single elements of five tensors. There the sampled elements are compared in L2 norm, the
+// measure the stored error is defined in.
+constexpr double kFlippedFloat32Error = 1e-3;
 
 bool IsSmallFloat32Error(double float32_error) { return !(float32_error >= kSmallFloat32Error); }
 
@@ -103,9 +109,11 @@ parity::Tolerance ToleranceFor(double float32_error, double rms, bool spread = t
   tolerance.abs = std::max(tolerance.abs, kFloat32ErrorMultiple * float32_error * rms);
   tolerance.rel = std::max(tolerance.rel, kFloat32ErrorMultiple * float32_error);
   if (spread) tolerance.spread_multiple = kFloat32ErrorMultiple;
+  tolerance.elementwise = float32_error < kFlippedFloat32Error;
   tolerance.reason = absl::StrFormat(
-      "%g times PyTorch's float32 error %.2g, with rms %.3g of its values%s",
-      kFloat32ErrorMultiple, float32_error, rms, spread ? ", and its spread" : "");
+      "%g times PyTorch's float32 error %.2g, with rms %.3g of its values%s%s",
+      kFloat32ErrorMultiple, float32_error, rms, spread ? ", and its spread" : "",
+      tolerance.elementwise ? "" : ", in L2 norm over the samples");
   return tolerance;
 }
 

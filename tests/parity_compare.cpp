@@ -108,14 +108,40 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
     }
     spread = stored->second.f32();
   }
-  TensorFile sampled;
-  sampled.tensors[group + "_sample." + tensor] = sample->second;
   double element_score = 0;
-  ::testing::AssertionResult elements = MatchesTensor(sampled, group + "_sample." + tensor,
-                                                      picked.data(), samples, tolerance,
-                                                      &element_score, spread);
-  if (score != nullptr) *score = element_score;
-  if (!elements) return elements;
+  if (tolerance.elementwise) {
+    TensorFile sampled;
+    sampled.tensors[group + "_sample." + tensor] = sample->second;
+    ::testing::AssertionResult elements = MatchesTensor(sampled, group + "_sample." + tensor,
+                                                        picked.data(), samples, tolerance,
+                                                        &element_score, spread);
+    if (score != nullptr) *score = element_score;
+    if (!elements) return elements;
+  } else {
+    double difference = 0, torch_norm = 0, spread_norm = 0;
+    for (int64_t i = 0; i < samples; ++i) {
+      const double t = sample->second.f32()[i];
+      difference += (picked[i] - t) * (picked[i] - t);
+      torch_norm += t * t;
+      if (spread != nullptr) spread_norm += static_cast<double>(spread[i]) * spread[i];
+    }
+    difference = std::sqrt(difference);
+    const double bound = tolerance.rel * std::sqrt(torch_norm) +
+                         tolerance.abs * std::sqrt(static_cast<double>(samples)) +
+                         tolerance.spread_multiple * std::sqrt(spread_norm);
+    element_score = difference / bound;
+    if (std::isnan(element_score)) element_score = INFINITY;
+    if (score != nullptr) *score = element_score;
+    std::cout << absl::StreamFormat("[  parity  ] %-32s %6d samples, L2 difference %.3e, %.3f of "
+                                    "its bound\n",
+                                    name, samples, difference, element_score);
+    if (!(element_score <= 1)) {
+      return ::testing::AssertionFailure() << absl::StreamFormat(
+                 "%s: the %d sampled values differ from PyTorch's by %.4g in L2 norm, more than "
+                 "%.4g (%s)",
+                 name, samples, difference, bound, tolerance.reason);
+    }
+  }
 
   // The whole tensor through its sum and L2 norm.
   double sum = 0, squares = 0;

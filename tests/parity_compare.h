@@ -36,6 +36,10 @@ struct Tolerance {
   double abs = 1e-5;
   double rel = 1e-4;
   double spread_multiple = 0;
+  /// false: MatchesSampled compares the sampled elements as one vector,
+  /// ||kiln − torch||₂ ≤ rel·||torch||₂ + abs·sqrt(k) + spread_multiple·||spread||₂, for results
+  /// whose float32 error concentrates in a few elements that differ between implementations.
+  bool elementwise = true;
   std::string reason = "the default";  ///< Why this bound applies, for messages.
 };
 

@@ -222,6 +222,8 @@ void ScheduleOutputCopy(Func f) {
 // Schedules the output Func of every layer and every conv's padded input; elementwise ops
 // (activations, add, concat, dropout, normalization) are inlined into their consumers. With
 // `fuse_pools` (inference), conv → relu → max_pool2d chains are computed inside the pool.
+void ScheduleBatchReduction(Func f, int kernel, int64_t numel);
+
 // Schedules the layers of a segment. `fuse_pools` (inference) computes conv → relu → pool chains
 // inside the pool's rows. `large_batch` (inference for batches of at least kSmallBatch) drops the
 // small-batch specializations and reduces the other convs and the dense layers in register tiles,
@@ -288,7 +290,8 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
       case OpKind::kAdaptiveAvgPool2d: ScheduleBatchInnermost(lowered.stages[0], small_batch); break;
       case OpKind::kBatchNorm2d:
       case OpKind::kBatchNorm1d:
-        for (Func stage : lowered.stages) stage.compute_root();  // per-channel statistics
+        // Per-channel statistics: sums over the batch in vector lanes, channels in parallel.
+        for (Func stage : lowered.stages) ScheduleBatchReduction(stage, 0, 0);
         break;
       case OpKind::kDense:
         if (fuse_pools && s.last && i == model.loss_layer().input()) {
@@ -344,12 +347,15 @@ bool IsConstant(const Halide::Expr& e) {
   return Halide::Internal::as_const_int(Halide::Internal::simplify(e)) != nullptr;
 }
 
+// Computes `f` at root and each of its updates that sums over the batch (a parameter gradient,
+// a BatchNorm statistic or its adjoint) in 16 vector lanes of samples with rfactor, parallel over
+// f's outermost dimension, then adds the lanes. Updates without a batch RVar stay serial.
 // `kernel` is a conv weight's kernel size (0 for other parameters): up to 5×5 taps are unrolled,
 // one accumulator register each, so each vector of output gradients is loaded once per position.
 // `numel` is the parameter's size: a weight too large to keep 16 partial sums of (a large dense
 // layer) reduces over the batch serially per element instead, vectorized across its first
 // dimension.
-void ScheduleParameterGradient(Func f, int kernel, int64_t numel) {
+void ScheduleBatchReduction(Func f, int kernel, int64_t numel) {
   f.compute_root();
   for (int u = 0; u < f.num_update_definitions(); ++u) {
     std::vector<Var> pure = PureUpdateVars(f, u);
@@ -402,6 +408,18 @@ void ScheduleParameterGradient(Func f, int kernel, int64_t numel) {
   }
 }
 
+// Computes `f`, a Func without a batch dimension (BatchNorm's per-channel adjoints), at root,
+// with each definition parallel over its outermost pure dimension. Its reductions cannot all be
+// split with rfactor: Halide 14 could not prove the adjoint of a BatchNorm mean associative.
+void ScheduleParallelOverPure(Func f) {
+  f.compute_root();
+  if (!f.args().empty()) f.parallel(f.args().back());
+  for (int u = 0; u < f.num_update_definitions(); ++u) {
+    const std::vector<Var> pure = PureUpdateVars(f, u);
+    if (!pure.empty()) f.update(u).parallel(pure.back());
+  }
+}
+
 }  // namespace
 
 void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Halide::Target&,
@@ -434,7 +452,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       if (!adjoint_of(name, s.param_funcs[i])) continue;
       of_parameter = true;
       const Param& p = model.params[s.param_indices[i]];
-      ScheduleParameterGradient(f, p.shape.size() == 4 ? static_cast<int>(p.shape[3]) : 0, p.numel());
+      ScheduleBatchReduction(f, p.shape.size() == 4 ? static_cast<int>(p.shape[3]) : 0, p.numel());
     }
     if (of_parameter || (function.updates().empty() && IsCopy(function))) continue;
     // A conv's input gradient gathers over its output channels: blocked over input channels
@@ -447,7 +465,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       }
     }
     // Copies stay inlined; everything else is stored once, since several reductions read it.
-    if (!ScheduleRegisterTiled(f, channels)) f.compute_root();
+    if (!ScheduleRegisterTiled(f, channels)) ScheduleParallelOverPure(f);
   }
 }
 
