@@ -227,7 +227,9 @@ void ScheduleBatchReduction(Func f, int kernel, int64_t numel);
 // Schedules the layers of a segment. `fuse_pools` (inference) computes conv → relu → pool chains
 // inside the pool's rows. `large_batch` (inference for batches of at least kSmallBatch) drops the
 // small-batch specializations and reduces the other convs and the dense layers in register tiles,
-// as training does.
+// as training does. Measured with kiln bench against the inference schedule without the tiles
+// (2 threads, 2-core AMD EPYC Zen 4): LeNet-5 at batch 64 76,404 → 88,793 images/s, a 3×3
+// convolution of 256 channels at 28×28 and batch 8 15.2 → 99.0 images/s.
 void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch = false) {
   const Model& model = *s.model;
   const Halide::Expr small_batch = fuse_pools && !large_batch
@@ -291,6 +293,8 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
       case OpKind::kBatchNorm2d:
       case OpKind::kBatchNorm1d:
         // Per-channel statistics: sums over the batch in vector lanes, channels in parallel.
+        // With the adjoints parallel too (ManualSegment), ResNet-20's training step at batch 64
+        // went from 168 to 191 and 232 to 278 images/s in alternating runs (2 threads, Zen 4).
         for (Func stage : lowered.stages) ScheduleBatchReduction(stage, 0, 0);
         break;
       case OpKind::kDense:
