@@ -74,8 +74,7 @@ std::string UtcNow() {
 }
 
 // Measures one compiled variant.
-Row MeasureSchedule(const CompiledModel& variant, int batch, double seconds, double peak_gflops,
-                    double forward_flops, double train_flops) {
+Row MeasureSchedule(const CompiledModel& variant, int batch, double seconds) {
   Row row;
   row.runner = "kiln " + variant.schedule;
   row.schedule = variant.schedule;
@@ -124,17 +123,9 @@ Row MeasureSchedule(const CompiledModel& variant, int batch, double seconds, dou
     row.batch1_latency_ms = 1000.0 / single;
   }
   if (!status.ok()) {
-    Row failed;
-    failed.runner = row.runner;
-    failed.schedule = row.schedule;
-    failed.compile_seconds = row.compile_seconds;
-    failed.error = std::string(status.message());
-    return failed;
+    // The figures measured before the failure are dropped with it.
+    return Row{row.runner, row.schedule, std::string(status.message()), row.compile_seconds};
   }
-  row.train_gflops = row.train_images_per_second * train_flops / 1e9;
-  row.inference_gflops = row.inference_images_per_second * forward_flops / 1e9;
-  row.train_peak_percent = 100 * row.train_gflops / peak_gflops;
-  row.inference_peak_percent = 100 * row.inference_gflops / peak_gflops;
   return row;
 }
 
@@ -170,7 +161,7 @@ std::string FindPython(const std::string& choice) {
 
 // Runs the PyTorch peer in `mode` ("eager" or "compile").
 Row MeasurePeer(const Options& options, const std::string& python, const std::string& mode,
-                int batch, double peak_gflops, double forward_flops, double train_flops) {
+                int batch) {
   Row row;
   row.runner = mode == "eager" ? "PyTorch eager" : "PyTorch torch.compile";
   const std::string command = absl::StrCat(
@@ -192,10 +183,6 @@ Row MeasurePeer(const Options& options, const std::string& python, const std::st
   row.inference_images_per_second = result.value("inference_images_per_second", 0.0);
   row.batch1_latency_ms = result.value("inference_batch1_latency_ms", 0.0);
   row.train_peak_memory_bytes = result.value("train_peak_memory_bytes", 0.0);
-  row.train_gflops = row.train_images_per_second * train_flops / 1e9;
-  row.inference_gflops = row.inference_images_per_second * forward_flops / 1e9;
-  row.train_peak_percent = 100 * row.train_gflops / peak_gflops;
-  row.inference_peak_percent = 100 * row.inference_gflops / peak_gflops;
   return row;
 }
 
@@ -211,19 +198,10 @@ void KeepBest(const Row& row, Row& best) {
     best = row;
     return;
   }
-  auto faster = [](const Row& a, const Row& b) {
-    return a.train_images_per_second > b.train_images_per_second;
-  };
-  if (faster(row, best)) {
-    best.train_images_per_second = row.train_images_per_second;
-    best.train_gflops = row.train_gflops;
-    best.train_peak_percent = row.train_peak_percent;
-  }
-  if (row.inference_images_per_second > best.inference_images_per_second) {
-    best.inference_images_per_second = row.inference_images_per_second;
-    best.inference_gflops = row.inference_gflops;
-    best.inference_peak_percent = row.inference_peak_percent;
-  }
+  best.train_images_per_second =
+      std::max(best.train_images_per_second, row.train_images_per_second);
+  best.inference_images_per_second =
+      std::max(best.inference_images_per_second, row.inference_images_per_second);
   best.batch1_latency_ms = std::min(best.batch1_latency_ms, row.batch1_latency_ms);
   best.train_peak_memory_bytes = std::min(best.train_peak_memory_bytes,
                                           row.train_peak_memory_bytes);
@@ -344,9 +322,7 @@ absl::StatusOr<Report> Run(const Options& options, std::FILE* progress) {
         std::fprintf(progress, "kiln bench: round %d of %d, %s, %s schedule\n", round + 1,
                      options.rounds, options.model.c_str(), schedule.c_str());
       }
-      rows.push_back(MeasureSchedule(*it->second, report.batch, options.seconds,
-                                     report.peak_gflops, report.forward_flops_per_image,
-                                     report.train_flops_per_image));
+      rows.push_back(MeasureSchedule(*it->second, report.batch, options.seconds));
     }
 
     for (const std::string mode : {"eager", "compile"}) {
@@ -362,8 +338,7 @@ absl::StatusOr<Report> Run(const Options& options, std::FILE* progress) {
           std::fprintf(progress, "kiln bench: round %d of %d, PyTorch %s\n", round + 1,
                        options.rounds, mode.c_str());
         }
-        row = MeasurePeer(options, python, mode, report.batch, report.peak_gflops,
-                          report.forward_flops_per_image, report.train_flops_per_image);
+        row = MeasurePeer(options, python, mode, report.batch);
       }
       rows.push_back(row);
     }
@@ -373,6 +348,14 @@ absl::StatusOr<Report> Run(const Options& options, std::FILE* progress) {
     } else {
       for (size_t i = 0; i < rows.size(); ++i) KeepBest(rows[i], report.rows[i]);
     }
+  }
+  // GFLOP/s and the share of the peak follow from the best rates.
+  for (Row& row : report.rows) {
+    if (!row.error.empty()) continue;
+    row.train_gflops = row.train_images_per_second * report.train_flops_per_image / 1e9;
+    row.inference_gflops = row.inference_images_per_second * report.forward_flops_per_image / 1e9;
+    row.train_peak_percent = 100 * row.train_gflops / report.peak_gflops;
+    row.inference_peak_percent = 100 * row.inference_gflops / report.peak_gflops;
   }
   return report;
 }

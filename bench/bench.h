@@ -32,7 +32,7 @@
 
 namespace kiln::bench {
 
-/// The schedule names that `kiln bench` accepts, in table order.
+/// Returns the schedule names that `kiln bench` accepts, in table order.
 inline const std::vector<std::string>& ScheduleNames() {
   static const std::vector<std::string> names = {"manual", "li2018", "mullapudi2016", "adams2019",
                                                  "naive"};
@@ -44,7 +44,7 @@ struct Options {
   int batch = 0;                 ///< Images per step; 0 uses the model's compiled batch.
   int threads = 2;
   double seconds = 2.0;          ///< Measuring time per figure and runner in each round.
-  /// Passes over all runners, alternating so that each sees the same machine load. Each figure
+  /// Passes over all runners, alternating so that all run under the same machine load. Each figure
   /// is the best of the rounds: these shared machines slow down by up to half for minutes.
   int rounds = 3;
   std::vector<std::string> schedules;  ///< Empty: every schedule.

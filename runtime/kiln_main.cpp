@@ -264,6 +264,8 @@ int RunBench() {
   if (!absl::GetFlag(FLAGS_schedules).empty()) {
     options.schedules = absl::StrSplit(absl::GetFlag(FLAGS_schedules), ',');
   }
+
+  // Bad output paths fail before the minutes of measuring.
   const std::string csv = absl::GetFlag(FLAGS_csv), json = absl::GetFlag(FLAGS_json),
                     png = absl::GetFlag(FLAGS_png);
   for (const std::string& path : {csv, json, png}) {
@@ -272,26 +274,27 @@ int RunBench() {
       return Usage(std::string(status.message()));
     }
   }
+
   absl::StatusOr<kiln::bench::Report> report = kiln::bench::Run(options, stderr);
   if (!report.ok()) return Usage(std::string(report.status().message()));
   fmt::print("{}", kiln::bench::FormatTable(*report));
-  absl::Status status;
-  if (status.ok() && !csv.empty()) {
-    status = kiln::WriteFileAtomically(csv, kiln::bench::FormatCsv(*report));
+
+  if (!csv.empty()) {
+    absl::Status status = kiln::WriteFileAtomically(csv, kiln::bench::FormatCsv(*report));
+    if (!status.ok()) return Fail(status);
   }
-  if (status.ok() && !json.empty()) {
-    status = kiln::WriteFileAtomically(json, kiln::bench::FormatJson(*report));
+  if (!json.empty()) {
+    absl::Status status = kiln::WriteFileAtomically(json, kiln::bench::FormatJson(*report));
+    if (!status.ok()) return Fail(status);
   }
-  if (status.ok() && !png.empty()) {
-    status = kiln::plot::WritePng(png, kiln::bench::TrainingChart(*report));
-    if (status.ok()) {
-      std::vector<std::string> bars;
-      for (const kiln::bench::Row& row : report->rows) bars.push_back(row.runner);
-      fmt::print("{}: training images/s, bars left to right: {}\n", png,
-                 absl::StrJoin(bars, ", "));
-    }
+  if (!png.empty()) {
+    absl::Status status = kiln::plot::WritePng(png, kiln::bench::TrainingChart(*report));
+    if (!status.ok()) return Fail(status);
+    std::vector<std::string> bars;
+    for (const kiln::bench::Row& row : report->rows) bars.push_back(row.runner);
+    fmt::print("{}: training images/s, bars left to right: {}\n", png, absl::StrJoin(bars, ", "));
   }
-  return status.ok() ? 0 : Fail(status);
+  return 0;
 }
 
 }  // namespace

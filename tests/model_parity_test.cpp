@@ -29,7 +29,7 @@
 // values), 0.4% to 1.5% in resnet34 and resnet50. Which values flip depends on the order of
 // float32 sums, so it differs between any two implementations. The reference script therefore
 // keeps those networks away from it (file comment there) and stores, besides the error, the
-// spread of several float32 runs at each sampled element; where the error is large, the bound
+// spread of several float32 runs at each sampled element. Where the error is large, the bound
 // grows with both. Every failure message names the bound and why it applied, and the segment
 // whose function computed the tensor.
 
@@ -98,7 +98,7 @@ constexpr double kFlippedFloat32Error = 1e-3;
 
 bool IsSmallFloat32Error(double float32_error) { return !(float32_error >= kSmallFloat32Error); }
 
-// `spread` says whether the result has a stored spread per element (the loss has none).
+// `spread` is whether the result has a stored spread per element (the loss has none).
 parity::Tolerance ToleranceFor(double float32_error, double rms, bool spread = true) {
   parity::Tolerance tolerance;
   if (IsSmallFloat32Error(float32_error)) {
@@ -167,9 +167,11 @@ class ResNetParity : public ::testing::TestWithParam<ModelCase> {
     reference::ScaledWeights scaled;
     if (auto it = file_.metadata.find("scaled_weights"); it != file_.metadata.end()) {
       const std::vector<std::string> parts = absl::StrSplit(it->second, ' ');
-      ASSERT_TRUE(parts.size() == 2 && absl::SimpleAtod(parts[1], &scaled.factor))
-          << path_ << ": metadata 'scaled_weights' is '" << it->second
-          << "', not '<suffix> <factor>'";
+      ASSERT_EQ(parts.size(), 2u) << path_ << ": metadata 'scaled_weights' is '" << it->second
+                                  << "', not '<suffix> <factor>'";
+      ASSERT_TRUE(absl::SimpleAtod(parts[1], &scaled.factor))
+          << path_ << ": the factor of metadata 'scaled_weights' is '" << parts[1]
+          << "', not a number";
       scaled.suffix = parts[0];
     }
     network_ = std::make_unique<Network>(*model_);
