@@ -5,7 +5,6 @@
 // 10 classes; the weights are regenerated from tests/reference_weights.h).
 #include <unistd.h>
 
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -20,13 +19,11 @@
 #include "runtime/import_weights.h"
 #include "runtime/network.h"
 #include "runtime/safetensors.h"
+#include "tests/parity_compare.h"
 #include "tests/reference_weights.h"
 
 namespace kiln {
 namespace {
-
-constexpr double kRelTol = 1e-4;
-constexpr double kAbsTol = 1e-5;
 
 std::string DataPath(const std::string& file) {
   const char* dir = std::getenv("KILN_TEST_DATA");
@@ -97,21 +94,15 @@ TEST_F(ImportParity, Resnet18LogitsMatchPyTorch) {
   absl::StatusOr<TensorFile> reference = ReadSafetensors(DataPath("parity/resnet18.safetensors"));
   ASSERT_TRUE(reference.ok()) << reference.status();
   const TensorData& input = reference->tensors.at("input");
-  const TensorData& expected = reference->tensors.at("eval_output");
   const int batch = static_cast<int>(input.shape[0]);
-  ASSERT_EQ(expected.shape, (std::vector<int64_t>{batch, model_->num_classes}));
 
   std::vector<float> logits(static_cast<size_t>(batch) * model_->num_classes);
   ASSERT_TRUE(net.Forward(input.f32(), batch, logits.data()).ok());
-  double worst = 0;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    const double torch = expected.f32()[i];
-    const double tolerance = kAbsTol + kRelTol * std::fabs(torch);
-    worst = std::max(worst, std::fabs(logits[i] - torch) / tolerance);
-    EXPECT_LE(std::fabs(logits[i] - torch), tolerance)
-        << "logit " << i << ": Kiln " << logits[i] << ", PyTorch " << torch;
-  }
-  std::printf("worst logit uses %.1f%% of the tolerance\n", 100 * worst);
+  // The bound of model_parity_test's evaluation step, which runs the same weights.
+  parity::Tolerance tolerance;
+  tolerance.row_max = parity::kLogitRowMax;
+  EXPECT_TRUE(parity::MatchesTensor(*reference, "eval_output", logits.data(),
+                                    static_cast<int64_t>(logits.size()), tolerance));
 }
 
 TEST_F(ImportParity, MismatchedShapeListsTheDifference) {

@@ -38,6 +38,11 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
            << absl::StrJoin(torch.shape, ", ") << "] has " << torch.numel();
   }
 
+  const int64_t row = torch.shape.empty() ? 1 : std::max<int64_t>(torch.shape.back(), 1);
+  std::vector<double> row_max(static_cast<size_t>((count + row - 1) / row), 0.0);
+  for (int64_t i = 0; i < count; ++i) {
+    row_max[i / row] = std::max(row_max[i / row], std::fabs(double{torch.f32()[i]}));
+  }
   int64_t failures = 0, worst = 0;
   double worst_score = -1, max_difference = 0;
   double max_relative = 0;  // Over elements with |torch| ≥ 1e-3, where round-off is small.
@@ -45,6 +50,7 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
     const double expected = torch.f32()[i], actual = kiln[i];
     const double difference = std::fabs(actual - expected);
     const double allowed = tolerance.abs + tolerance.rel * std::fabs(expected) +
+                           tolerance.row_max * row_max[i / row] +
                            (spread != nullptr ? tolerance.spread_multiple * spread[i] : 0.0);
     const double element_score = difference / allowed;
     if (!(element_score <= 1)) ++failures;  // NaN fails.
@@ -66,9 +72,10 @@ std::string ElementName(const std::string& name, const std::vector<int64_t>& sha
       name, count, max_difference, max_relative, element, worst_score);
   if (failures == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << absl::StreamFormat(
-             "%s: %d of %d values differ from PyTorch by more than %g + %g·|torch|%s (%s); "
+             "%s: %d of %d values differ from PyTorch by more than %g + %g·|torch|%s%s (%s); "
              "the worst is %s: Kiln %.9g, PyTorch %.9g (%.1f times the tolerance)",
              name, failures, count, tolerance.abs, tolerance.rel,
+             tolerance.row_max != 0 ? absl::StrFormat(" + %g·max|row|", tolerance.row_max) : "",
              spread != nullptr ? absl::StrFormat(" + %g·spread", tolerance.spread_multiple) : "",
              tolerance.reason, element, kiln[worst], torch.f32()[worst], worst_score);
 }

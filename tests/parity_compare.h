@@ -32,10 +32,16 @@ std::string ParityDir();
 /// spread is the largest difference of PyTorch's float32 runs from float64 at that element
 /// (<group>_spread.<tensor>, stored for sampled results). The default is the tolerance of every
 /// result whose float32 round-off is small, and ignores the spread.
+/// Tolerance::row_max for a model's logits (model_parity_test, import_parity_test).
+constexpr double kLogitRowMax = 1e-6;
+
 struct Tolerance {
   double abs = 1e-5;
   double rel = 1e-4;
   double spread_multiple = 0;
+  /// Adds row_max·max|torch| over the element's row (the tensor's last dimension): a logit that
+  /// is a small difference of large terms carries the round-off of those terms, not its own.
+  double row_max = 0;
   /// false: MatchesSampled compares the sampled elements as one vector,
   /// ||kiln − torch||₂ ≤ rel·||torch||₂ + abs·sqrt(k) + spread_multiple·||spread||₂, for results
   /// whose float32 error concentrates in a few elements that differ between implementations.

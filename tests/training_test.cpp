@@ -74,7 +74,9 @@ TEST(Training, ShortRunLearnsFashionMnist) {
   Network net(Lenet5());
   const Dataset train = First(TrainSplit(), 2000);
   // Small batches: 2,000 images at batch 64 are only 32 steps, too few to leave the first
-  // plateau (PyTorch stays below 0.35 there too). Seeds 0, 1 and 2 reach 0.63, 0.65 and 0.61.
+  // plateau (PyTorch stays below 0.35 there too). Seeds 0 to 4 reach 0.63, 0.57, 0.61, 0.65 and
+  // 0.55, where chance is 0.10. Which seed lands highest changes with the convolutions' order of
+  // summation.
   TrainOptions options = QuietOptions(1);
   options.sgd = {0.03f, 0.9f, 0.0f};
   options.batch_size = 8;
@@ -83,7 +85,7 @@ TEST(Training, ShortRunLearnsFashionMnist) {
   ASSERT_TRUE(history.ok()) << history.status();
   ASSERT_EQ(history->size(), 1u);
   EXPECT_EQ(history->back().test.count, 10000);
-  EXPECT_GE(history->back().test.accuracy, 0.6);
+  EXPECT_GE(history->back().test.accuracy, 0.5);
   EXPECT_LT(history->back().train_loss, 2.3);  // below the loss of uniform guessing, ln 10
 }
 
