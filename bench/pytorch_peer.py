@@ -60,15 +60,22 @@ def resnet20() -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def resnet18() -> nn.Module:
+    """models/resnet.cpp's resnet18 at 3×224×224 with 1000 classes: torchvision's ResNet-18,
+    which tests/import_parity_test imports into Kiln's with matching logits."""
+    import torchvision  # Only this model needs it.
+    return torchvision.models.resnet18(num_classes=1000)
+
+
 def conv3x3() -> nn.Module:
     """models/conv3x3.cpp at its default 256×28×28: one 3×3 convolution, 256 → 256 channels."""
     return nn.Conv2d(256, 256, 3, padding=1, bias=False)
 
 
-# Each model: its constructor, its input shape and whether its loss is cross-entropy over 10
-# classes (else mean squared error against a target shaped like the output).
-MODELS = {"lenet5": (lenet5, (1, 28, 28), True), "resnet20": (resnet20, (1, 28, 28), True),
-          "conv3x3": (conv3x3, (256, 28, 28), False)}
+# Each model: its constructor, its input shape and the number of classes of its cross-entropy
+# loss (0: mean squared error against a target shaped like the output).
+MODELS = {"lenet5": (lenet5, (1, 28, 28), 10), "resnet20": (resnet20, (1, 28, 28), 10),
+          "resnet18": (resnet18, (3, 224, 224), 1000), "conv3x3": (conv3x3, (256, 28, 28), 0)}
 
 
 def images_per_second(step, batch: int, seconds: float) -> float:
@@ -104,14 +111,18 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    make, shape, classifier = MODELS[args.model]
-    model = make()
+    make, shape, classes = MODELS[args.model]
+    try:
+        model = make()
+    except ImportError as error:
+        print(json.dumps({"peer": peer, "error": f"{args.model} needs {error.name}"}))
+        sys.exit(3)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
     x = torch.rand(args.batch, *shape)
-    if classifier:
+    if classes:
         loss_fn = nn.CrossEntropyLoss()
-        y = torch.randint(0, 10, (args.batch,))
+        y = torch.randint(0, classes, (args.batch,))
     else:
         loss_fn = nn.MSELoss()
         with torch.no_grad():
