@@ -229,7 +229,12 @@ void PackConvWeight(Func weight) {
 }
 
 // Stores a register-tiled conv's zero-padded input (n, c, x, y): the samples of all input
-// channels at one position are contiguous, the order the tiles reduce in.
+// channels at one position are contiguous, the order the tiles reduce in. Inference only. In
+// training the weight gradients sweep one input channel's plane at a time, and in this layout
+// its columns lie batch × channels floats apart: 2 KB in ResNet-18 at batch 8, a power of two
+// that maps the sweep onto a few cache sets. Stored batch-innermost instead, ResNet-18's
+// training step at 224×224 went from 1.9 to 2.6 images/s, and a 64-channel 3×3 conv's weight
+// gradient from 190 to 72 ms (2 threads, Zen 4).
 void PackConvInput(Func padded) {
   const ops::Vars& v = ops::vars();
   padded.reorder_storage(v.n, v.c, v.x, v.y);
@@ -334,7 +339,7 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
                        lowered.output, static_cast<int>(layer.out_channels), batch,
                        fuse_pools ? static_cast<int>(layer.output_shape[2]) : 0)) {
           PackConvWeight(param_func(layer.params[0]));
-          PackConvInput(lowered.stages[0]);
+          if (fuse_pools) PackConvInput(lowered.stages[0]);  // inference
         }
         break;
       case OpKind::kMaxPool2d:
