@@ -157,7 +157,8 @@ int ChannelBlock(int channels) {
 // memory. The 256-channel 3×3 conv at 28×28 and batch 8 (same machine, driven directly), in
 // GFLOP/s: 16-sample tiles 91; 8-sample tiles of 16 channels 90; with packed weights 142; with
 // the input stored channels before columns 155; reducing over input channels innermost
-// (ReduceChannelsInnermost) 168–179, which is 72–76 % of the 235 GFLOP/s peak. Tiles of 2, 3 or 4 columns as well were slower (99–153).
+// (ReduceChannelsInnermost) 168–179, which is 72–76 % of the 235 GFLOP/s peak. Tiles that
+// also spanned 2, 3 or 4 columns were slower (99–153).
 bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int width = 0) {
   const int block = ChannelBlock(channels);
   std::vector<Var> args = f.args();
@@ -243,9 +244,9 @@ void PackConvInput(Func padded) {
 // Reduces conv `conv` over input channels innermost, then kernel columns and rows: the order
 // PackConvWeight and PackConvInput store weights and inputs in. It is set before any other
 // schedule. Every path (register tiles, small batches, convs computed inside a pool) then sums
-// in the same order, and a sample's result does not depend on the batch it came in. The algorithm
-// (ops/conv2d.cpp) keeps the kernel taps first: with the channel first in its RDom, Halide 14's
-// autodiff gave a wrong input gradient for a 2×2 kernel.
+// in the same order, and a sample's result does not depend on the batch it came in. The
+// algorithm (ops/conv2d.cpp) keeps the kernel taps first: with the channel first in its RDom,
+// Halide 14's autodiff gave a wrong input gradient for a 2×2 kernel.
 void ReduceChannelsInnermost(Func conv) {
   const std::vector<Halide::RVar> r = RVars(conv, 0);  // (kx, ky, ci)
   conv.update().reorder(r[2], r[0], r[1]);
