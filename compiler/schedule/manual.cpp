@@ -154,10 +154,11 @@ int ChannelBlock(int channels) {
 // Measured on ResNet-20 (batch 64, 2 threads, AMD EPYC Zen 4): accumulating a block of channels
 // in place in the root buffer, instead of in a tile, made the first stage's convs 2.7× slower,
 // since LLVM cannot prove the block's run-time-strided accumulators distinct and keeps them in
-// memory. The 256-channel 3×3 conv at 28×28 and batch 8 (same machine, driven directly), in
-// GFLOP/s: 16-sample tiles 91; 8-sample tiles of 16 channels 90; with packed weights 142; with
-// the input stored channels before columns 155; reducing over input channels innermost
-// (ReduceChannelsInnermost) 168–179, which is 72–76 % of the 235 GFLOP/s peak. Tiles that
+// memory. The 256-channel 3×3 conv at 28×28 and batch 8 ran at these GFLOP/s (same machine,
+// generated function driven directly). 16-sample tiles: 91. 8-sample tiles of 16 channels: 90.
+// With packed weights: 142. With the input stored channels before columns: 155. Reducing over
+// input channels innermost (ReduceChannelsInnermost): 168–179, which is 72–76 % of the
+// 235 GFLOP/s peak. Tiles that
 // also spanned 2, 3 or 4 columns were slower (99–153).
 bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int width = 0) {
   const int block = ChannelBlock(channels);
@@ -189,11 +190,11 @@ bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int 
   for (const Halide::RVar& r : RVars(f, 0)) update_order.emplace_back(r);
   for (size_t i = 0; i + 2 < args.size(); ++i) update_order.emplace_back(args[i]);
 
-  // Tiles of `lanes` samples × `block` channels.
+  // Tiles of `lanes` samples × `channel_block` channels.
   auto schedule_tiles = [&](Halide::Stage copy, Halide::Stage pure, Halide::Stage update,
-                            int lanes, int block) {
+                            int lanes, int channel_block) {
     copy.split(args.back(), groups, samples, lanes, TailStrategy::RoundUp)
-        .split(c, blocks, in_block, block, TailStrategy::RoundUp);
+        .split(c, blocks, in_block, channel_block, TailStrategy::RoundUp);
     // samples, in_block, groups, the other dimensions (x, y), blocks.
     std::vector<Halide::VarOrRVar> order = {samples, in_block, groups};
     for (size_t i = 0; i + 2 < args.size(); ++i) order.emplace_back(args[i]);
@@ -219,6 +220,11 @@ bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int 
   return true;
 }
 
+// Returns the run-time batch size of segment `s`: its input's outermost extent.
+Halide::Expr BatchSize(const LoweredSegment& s) {
+  return s.input.dim(s.input.dimensions() - 1).extent();
+}
+
 // Copies conv weight `weight` (kx, ky, in, out) into a buffer stored as (out, in, kx, ky). A
 // register tile's block of output channels then reads its weights at constant offsets from one
 // address, in the order the conv reduces. The caller's buffer has an output-channel stride
@@ -231,9 +237,9 @@ void PackConvWeight(Func weight) {
 
 // Stores a register-tiled conv's zero-padded input (n, c, x, y): the samples of all input
 // channels at one position are contiguous, the order the tiles reduce in. Inference only. In
-// training the weight gradients sweep one input channel's plane at a time, and in this layout
-// its columns lie batch × channels floats apart: 2 KB in ResNet-18 at batch 8, a power of two
-// that maps the sweep onto a few cache sets. Stored batch-innermost instead, ResNet-18's
+// training the weight gradients sweep one input channel's plane at a time. In this layout that
+// plane's columns lie batch × channels floats apart (2 KB in ResNet-18 at batch 8), and a
+// power-of-two stride maps the sweep onto a few cache sets. Stored batch-innermost instead, ResNet-18's
 // training step at 224×224 went from 1.9 to 2.6 images/s, and a 64-channel 3×3 conv's weight
 // gradient from 190 to 72 ms (2 threads, Zen 4).
 void PackConvInput(Func padded) {
@@ -292,7 +298,7 @@ void ScheduleBatchReduction(Func f, int kernel, int64_t numel);
 // convolution of 256 channels at 28×28 and batch 8 15.2 → 99.0 images/s.
 void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch = false) {
   const Model& model = *s.model;
-  const Halide::Expr batch = s.input.dim(s.input.dimensions() - 1).extent();
+  const Halide::Expr batch = BatchSize(s);
   const Halide::Expr small_batch =
       fuse_pools && !large_batch ? batch < kSmallBatch : Halide::Expr();
   std::vector<int> consumers(model.layers.size(), 0);
@@ -533,7 +539,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       }
     }
     // Copies stay inlined; everything else is stored once, since several reductions read it.
-    if (!ScheduleRegisterTiled(f, channels, s.input.dim(s.input.dimensions() - 1).extent())) {
+    if (!ScheduleRegisterTiled(f, channels, BatchSize(s))) {
       ScheduleParallelOverPure(f);
     }
   }
