@@ -20,6 +20,18 @@ Halide::Region TensorRegion(const std::vector<int64_t>& shape, Halide::Expr batc
   return region;
 }
 
+// The output region to pass to Halide::propagate_adjoints for a tensor of per-sample `shape` and
+// `batch` samples. Halide 14 turns each Range into the interval [min, min + extent], one past
+// the end (src/Derivative.cpp, ReverseAccumulationVisitor::propagate_adjoints), so each extent
+// here is one less. With the true extents every backward segment's bounds grew by one sample,
+// row, column and channel: each weight gradient summed its batch of 8 as one full vector of 8
+// samples plus a predicated pass over a ninth, doubling its cost.
+Halide::Region AdjointRegion(const std::vector<int64_t>& shape, Halide::Expr batch) {
+  Halide::Region region = TensorRegion(shape, batch);
+  for (Halide::Range& range : region) range.extent = range.extent - 1;
+  return region;
+}
+
 // A float tensor argument with fixed per-sample extents and a free batch.
 Halide::ImageParam TensorParam(Halide::Type type, const std::vector<int64_t>& shape, int batch,
                                const std::string& name) {
@@ -287,7 +299,7 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
   const Halide::Derivative d =
       mode == LowerMode::kTrainLast
           ? Halide::propagate_adjoints(s.loss.loss)
-          : Halide::propagate_adjoints(s.output, adjoint_of, TensorRegion(out_shape, batch));
+          : Halide::propagate_adjoints(s.output, adjoint_of, AdjointRegion(out_shape, batch));
 
   for (size_t i = 0; i < s.params.size(); ++i) {
     const Param& p = model.params[s.param_indices[i]];
