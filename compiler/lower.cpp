@@ -23,9 +23,9 @@ Halide::Region TensorRegion(const std::vector<int64_t>& shape, Halide::Expr batc
 // The output region to pass to Halide::propagate_adjoints for a tensor of per-sample `shape` and
 // `batch` samples. Halide 14 turns each Range into the interval [min, min + extent], one past
 // the end (src/Derivative.cpp, ReverseAccumulationVisitor::propagate_adjoints), so each extent
-// here is one less. With the true extents every backward segment's bounds grew by one sample,
-// row, column and channel: each weight gradient summed its batch of 8 as one full vector of 8
-// samples plus a predicated pass over a ninth, doubling its cost.
+// here is one less. With the true extents, every backward segment's bounds grew by one sample,
+// row, column and channel. Each weight gradient then summed a batch of 8 as a vector of 8
+// samples plus a predicated pass over a ninth, which doubled its cost.
 Halide::Region AdjointRegion(const std::vector<int64_t>& shape, Halide::Expr batch) {
   Halide::Region region = TensorRegion(shape, batch);
   for (Halide::Range& range : region) range.extent = range.extent - 1;
