@@ -148,8 +148,8 @@ int ChannelBlock(int channels) {
 // batch-innermost wrapper that every consumer reads. Where `batch` (the run-time batch size) is
 // given, batches of at most 8 samples get tiles of 8 samples × twice the channels. AMD Zen 4
 // splits each 16-lane FMA into two 8-lane halves, so 8-lane vectors lose nothing there.
-// `width`, given in inference only, is f's extent in x. Falls back to ScheduleBatchInnermost for
-// other Funcs.
+// `width`, when given, is f's extent in x (a conv's output width). Falls back to
+// ScheduleBatchInnermost for other Funcs.
 //
 // Measured on ResNet-20 (batch 64, 2 threads, AMD EPYC Zen 4): accumulating a block of channels
 // in place in the root buffer, instead of in a tile, made the first stage's convs 2.7× slower,
@@ -176,9 +176,8 @@ bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int 
       in_block(c.name() + "_in_block");
   // Channels split into whole blocks (RoundUp, not guards) give each tile a constant size, which
   // LLVM needs to keep it in registers. With 16 guarded channels per tile the conv below ran at
-  // 50 GFLOP/s, not 90. In inference, constant extents in channels and x (a conv's output width)
-  // give the conv's input constant strides too: 138 → 174 GFLOP/s. In training they do not
-  // hold: in ResNet's backward, bounds inference requires one channel past the last.
+  // 50 GFLOP/s, not 90. Constant extents in channels and x (a conv's output width) give the
+  // conv's input constant strides too: 138 → 174 GFLOP/s in inference.
   tiled.compute_root().reorder_storage(storage);
   if (width > 0) tiled.bound(c, 0, channels).bound(args[0], 0, width);
   f.compute_at(tiled, groups);
@@ -236,15 +235,29 @@ void PackConvWeight(Func weight) {
 }
 
 // Stores a register-tiled conv's zero-padded input (n, c, x, y): the samples of all input
-// channels at one position are contiguous, the order the tiles reduce in. Inference only. In
-// training the weight gradients sweep one input channel's plane at a time. In this layout that
-// plane's columns lie batch × channels floats apart (2 KB in ResNet-18 at batch 8), and a
-// power-of-two stride maps the sweep onto a few cache sets. Stored batch-innermost instead, ResNet-18's
-// training step at 224×224 went from 1.9 to 2.6 images/s, and a 64-channel 3×3 conv's weight
-// gradient from 190 to 72 ms (2 threads, Zen 4).
+// channels at one position are contiguous, the order the tiles reduce in. Inference only:
+// training packs a copy (PackConvInputCopy), because the weight gradients sweep a few input
+// channels' planes at a time. In this layout a plane's columns lie batch × channels floats apart
+// (2 KB in ResNet-18 at batch 8), and a power-of-two stride maps the sweep onto a few cache
+// sets. With the weight gradients reading this layout, ResNet-18's training step at 224×224 ran
+// at 1.9 images/s, and at 2.6 reading it batch-innermost (2 threads, Zen 4).
 void PackConvInput(Func padded) {
   const ops::Vars& v = ops::vars();
   padded.reorder_storage(v.n, v.c, v.x, v.y);
+}
+
+// Gives conv `conv` (training) its own copy of its zero-padded input `padded`, stored as
+// PackConvInput stores it, while the weight gradient keeps reading `padded` batch-innermost.
+// Measured on the 256-channel 3×3 conv at 28×28 and batch 8 (training step: forward and weight
+// gradient, generated function driven directly, 2 threads, Zen 4): 183 → 113 ms.
+void PackConvInputCopy(Func padded, Func conv) {
+  const ops::Vars& v = ops::vars();
+  padded.in(conv)
+      .compute_root()
+      .reorder_storage(v.n, v.c, v.x, v.y)
+      .reorder(v.n, v.c, v.x, v.y)
+      .vectorize(v.n, kLanes / 2, TailStrategy::RoundUp)
+      .parallel(v.y);
 }
 
 // Reduces conv `conv` over input channels innermost, then kernel columns and rows: the order
@@ -288,7 +301,7 @@ void ScheduleOutputCopy(Func f) {
 // Schedules the output Func of every layer and every conv's padded input; elementwise ops
 // (activations, add, concat, dropout, normalization) are inlined into their consumers. With
 // `fuse_pools` (inference), conv → relu → max_pool2d chains are computed inside the pool.
-void ScheduleBatchReduction(Func f, int kernel, int64_t numel);
+void ScheduleBatchReduction(Func f, const std::vector<int64_t>& shape, int lanes);
 
 // Schedules the layers of a segment. `fuse_pools` (inference) computes conv → relu → pool chains
 // inside the pool's rows. `large_batch` (inference for batches of at least kSmallBatch) drops the
@@ -344,9 +357,13 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
           ScheduleBatchInnermost(lowered.output, small_batch);
         } else if (ScheduleRegisterTiled(
                        lowered.output, static_cast<int>(layer.out_channels), batch,
-                       fuse_pools ? static_cast<int>(layer.output_shape[2]) : 0)) {
+                       static_cast<int>(layer.output_shape[2]))) {
           PackConvWeight(param_func(layer.params[0]));
-          if (fuse_pools) PackConvInput(lowered.stages[0]);  // inference
+          if (fuse_pools) {
+            PackConvInput(lowered.stages[0]);
+          } else {
+            PackConvInputCopy(lowered.stages[0], lowered.output);
+          }
         }
         break;
       case OpKind::kMaxPool2d:
@@ -365,7 +382,7 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
         // Per-channel statistics: sums over the batch in vector lanes, channels in parallel.
         // With the adjoints parallel too (ManualSegment), ResNet-20's training step at batch 64
         // went from 168 to 191 and 232 to 278 images/s in alternating runs (2 threads, Zen 4).
-        for (Func stage : lowered.stages) ScheduleBatchReduction(stage, 0, 0);
+        for (Func stage : lowered.stages) ScheduleBatchReduction(stage, {}, kLanes);
         break;
       case OpKind::kDense:
         if (fuse_pools && s.last && i == model.loss_layer().input()) {
@@ -421,15 +438,66 @@ bool IsConstant(const Halide::Expr& e) {
   return Halide::Internal::as_const_int(Halide::Internal::simplify(e)) != nullptr;
 }
 
+// Schedules conv weight gradient `f` (kx, ky, in, out) of PyTorch shape `shape`, whose sample
+// RVar was split and rfactored into `partial` (pure in `lane`, reducing over `space` and
+// `groups`). Each task sums a block of output × input channels. For each kernel row, the
+// accumulators of the block's (out, in, kx) triples stay in registers (about 24 vectors) over
+// the whole image. Each vector of output gradients is then loaded once per block of input
+// channels, and each input vector once per block of output channels. `storage` is partial's
+// storage order.
+//
+// Measured on the 256-channel 3×3 conv at 28×28 and batch 8 (training step: forward and weight
+// gradient, generated function driven directly, 2 threads, Zen 4): one (in, out) pair per task
+// with all 9 taps in registers, 16 lanes: 420 ms. Blocks of 4 output × 2 input channels in
+// 8 lanes: 175 ms. With 12, 16, 24 or 32 accumulators, or the kernel rows unrolled too:
+// 160–230 ms, within the run-to-run noise except 12.
+void ScheduleWeightGradientTiles(Func f, Func partial, const std::vector<Var>& pure,
+                                 const std::vector<Halide::RVar>& space, Halide::RVar groups,
+                                 Var lane, const std::vector<Var>& storage,
+                                 const std::vector<int64_t>& shape) {
+  constexpr int kAccumulators = 24;
+  const int kernel = static_cast<int>(shape[3]);
+  int out_block = 1;
+  if (shape[0] % 4 == 0) {
+    out_block = 4;
+  } else if (shape[0] % 2 == 0) {
+    out_block = 2;
+  }
+  int in_block = 1;
+  for (int b : {8, 4, 2}) {
+    if (b * out_block * kernel <= kAccumulators && shape[1] % b == 0) {
+      in_block = b;
+      break;
+    }
+  }
+  Func tile = partial.in(f);
+  Var out_blocks("out_blocks"), out_in("out_in"), in_blocks("in_blocks"), in_in("in_in");
+  tile.compute_root()
+      .reorder_storage(storage)
+      .split(pure[3], out_blocks, out_in, out_block)
+      .split(pure[2], in_blocks, in_in, in_block)
+      .reorder(lane, pure[0], pure[1], in_in, out_in, in_blocks, out_blocks)
+      .vectorize(lane)
+      .parallel(out_blocks);
+  partial.compute_at(tile, in_blocks).reorder_storage(storage).vectorize(lane);
+  // lane, kx, in, out, then the image, the sample groups and the kernel rows.
+  std::vector<Halide::VarOrRVar> order = {lane, pure[0], pure[2], pure[3]};
+  order.insert(order.end(), space.begin(), space.end());
+  order.emplace_back(groups);
+  order.emplace_back(pure[1]);
+  partial.update().reorder(order).vectorize(lane).unroll(pure[0]).unroll(pure[2]).unroll(pure[3]);
+}
+
 // Computes `f` at root and each of its updates that sums over the batch (a parameter gradient,
-// a BatchNorm statistic or its adjoint) in 16 vector lanes of samples with rfactor, parallel over
+// a BatchNorm statistic or its adjoint) in vector lanes of samples with rfactor, parallel over
 // f's outermost dimension, then adds the lanes. Updates without a batch RVar stay serial.
-// `kernel` is a conv weight's kernel size (0 for other parameters): up to 5×5 taps are unrolled,
-// one accumulator register each, so each vector of output gradients is loaded once per position.
-// `numel` is the parameter's size: a weight too large to keep 16 partial sums of (a large dense
-// layer) reduces over the batch serially per element instead, vectorized across its first
-// dimension.
-void ScheduleBatchReduction(Func f, int kernel, int64_t numel) {
+// `shape` is the parameter's shape in PyTorch order, empty for other Funcs. A weight too large
+// to keep 16 partial sums of (a large dense layer) reduces over the batch serially per element
+// instead, vectorized across its first dimension. `lanes` is the vector width across samples.
+void ScheduleBatchReduction(Func f, const std::vector<int64_t>& shape, int lanes) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const int kernel = shape.size() == 4 ? static_cast<int>(shape[3]) : 0;
   f.compute_root();
   for (int u = 0; u < f.num_update_definitions(); ++u) {
     std::vector<Var> pure = PureUpdateVars(f, u);
@@ -445,36 +513,31 @@ void ScheduleBatchReduction(Func f, int kernel, int64_t numel) {
       continue;
     }
 
-    Halide::RVar groups("sample_groups"), lanes("samples");
+    Halide::RVar groups("sample_groups"), samples("samples");
     Var lane("lane");
     Halide::Stage update = f.update(u);
-    update.split(rvars[batch], groups, lanes, kLanes, TailStrategy::GuardWithIf);
-    Func partial = update.rfactor(lanes, lane);
-
-    // Kernel taps (the first two pure dimensions of a conv weight) inside the spatial loops,
-    // so each vector of output gradients is loaded once for every tap.
-    std::vector<Halide::VarOrRVar> order = {lane};
-    const size_t taps = pure.size() == 4 ? 2 : 0;
-    for (size_t i = 0; i < taps; ++i) order.emplace_back(pure[i]);
-    for (size_t i = 0; i < rvars.size(); ++i) {
-      if (static_cast<int>(i) != batch) order.emplace_back(rvars[i]);
-    }
-    order.emplace_back(groups);
-    for (size_t i = taps; i < pure.size(); ++i) order.emplace_back(pure[i]);
+    update.split(rvars[batch], groups, samples, lanes, TailStrategy::GuardWithIf);
+    Func partial = update.rfactor(samples, lane);
 
     std::vector<Var> storage = {lane};
     for (const Var& v : partial.args()) {
       if (v.name() != lane.name()) storage.push_back(v);
     }
-    if (taps == 2 && kernel > 1 && kernel <= 5) {
-      // The kernel² × 16 lane accumulators of one (input, output) channel pair in a tile the
-      // size of a few registers, summed over the image and the batch, then copied out: kept in
-      // the root buffer instead, whose strides LLVM cannot see, they stay in memory.
-      Func tile = partial.in(f);
-      tile.compute_root().reorder_storage(storage).vectorize(lane).parallel(pure.back());
-      partial.compute_at(tile, pure[2]).reorder_storage(storage).vectorize(lane);
-      partial.update().reorder(order).vectorize(lane).unroll(pure[0]).unroll(pure[1]);
+    std::vector<Halide::RVar> space;  // The RVars other than the samples, innermost first.
+    for (size_t i = 0; i < rvars.size(); ++i) {
+      if (static_cast<int>(i) != batch) space.push_back(rvars[i]);
+    }
+    if (pure.size() == 4 && kernel >= 1 && kernel <= 5) {
+      ScheduleWeightGradientTiles(f, partial, pure, space, groups, lane, storage, shape);
     } else {
+      // Taps (a conv weight's first two dimensions) inside the spatial loops, so each vector of
+      // output gradients is loaded once for every tap.
+      std::vector<Halide::VarOrRVar> order = {lane};
+      const size_t taps = pure.size() == 4 ? 2 : 0;
+      for (size_t i = 0; i < taps; ++i) order.emplace_back(pure[i]);
+      order.insert(order.end(), space.begin(), space.end());
+      order.emplace_back(groups);
+      for (size_t i = taps; i < pure.size(); ++i) order.emplace_back(pure[i]);
       partial.compute_root().reorder_storage(storage).vectorize(lane).parallel(pure.back());
       partial.update().reorder(order).vectorize(lane).parallel(pure.back());
     }
@@ -526,7 +589,8 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       if (!adjoint_of(name, s.param_funcs[i])) continue;
       of_parameter = true;
       const Param& p = model.params[s.param_indices[i]];
-      ScheduleBatchReduction(f, p.shape.size() == 4 ? static_cast<int>(p.shape[3]) : 0, p.numel());
+      // Models compiled for 8 samples or fewer sum them in 8 lanes, not 16 half-empty ones.
+      ScheduleBatchReduction(f, p.shape, model.batch_size <= kLanes / 2 ? kLanes / 2 : kLanes);
     }
     if (of_parameter || (function.updates().empty() && IsCopy(function))) continue;
     // A conv's input gradient gathers over its output channels: blocked over input channels
