@@ -447,13 +447,13 @@ bool IsConstant(const Halide::Expr& e) {
 // storage order.
 //
 // Measured on the 256-channel 3×3 conv at 28×28 and batch 8 (training step: forward and weight
-// gradient, generated function driven directly, 2 threads, Zen 4): one (in, out) pair per task
-// with all 9 taps in registers, 16 lanes: 420 ms. Blocks of 4 output × 2 input channels in
+// gradient, generated function driven directly, 2 threads, Zen 4). One (in, out) pair per task
+// with all 9 taps in registers, in 16 lanes: 420 ms. Blocks of 4 output × 2 input channels in
 // 8 lanes: 175 ms. With 12, 16, 24 or 32 accumulators, or the kernel rows unrolled too:
 // 160–230 ms, within the run-to-run noise except 12.
-void ScheduleWeightGradientTiles(Func f, Func partial, const std::vector<Var>& pure,
+void ScheduleWeightGradientTiles(Func f, int update, Func partial, const std::vector<Var>& pure,
                                  const std::vector<Halide::RVar>& space, Halide::RVar groups,
-                                 Var lane, const std::vector<Var>& storage,
+                                 Halide::RVar samples, Var lane, const std::vector<Var>& storage,
                                  const std::vector<int64_t>& shape) {
   constexpr int kAccumulators = 24;
   const int kernel = static_cast<int>(shape[3]);
@@ -470,15 +470,32 @@ void ScheduleWeightGradientTiles(Func f, Func partial, const std::vector<Var>& p
       break;
     }
   }
-  Func tile = partial.in(f);
-  Var out_blocks("out_blocks"), out_in("out_in"), in_blocks("in_blocks"), in_in("in_in");
-  tile.compute_root()
-      .reorder_storage(storage)
+  // Input channels per lane-sum task: a multiple of in_block that divides them, at most 32.
+  int in_chunk = in_block;
+  for (int d = 32; d > in_block; --d) {
+    if (shape[1] % d == 0 && d % in_block == 0) {
+      in_chunk = d;
+      break;
+    }
+  }
+
+  // f's update adds the lanes, parallel over blocks of output channels. Each chunk of input
+  // channels computes its lane sums (`tile`) just before, so they are read back from cache.
+  Var out_blocks("out_blocks"), out_in("out_in"), in_chunks("in_chunks"), in_chunk_in("in_chunk_in");
+  f.update(update)
       .split(pure[3], out_blocks, out_in, out_block)
-      .split(pure[2], in_blocks, in_in, in_block)
-      .reorder(lane, pure[0], pure[1], in_in, out_in, in_blocks, out_blocks)
-      .vectorize(lane)
+      .split(pure[2], in_chunks, in_chunk_in, in_chunk)
+      .reorder(pure[0], pure[1], samples, in_chunk_in, out_in, in_chunks, out_blocks)
+      .unroll(pure[0])
+      .unroll(pure[1])
       .parallel(out_blocks);
+  Func tile = partial.in(f);
+  Var in_blocks("in_blocks"), in_in("in_in");
+  tile.compute_at(f, in_chunks)
+      .reorder_storage(storage)
+      .split(pure[2], in_blocks, in_in, in_block)
+      .reorder(lane, pure[0], pure[1], in_in, pure[3], in_blocks)
+      .vectorize(lane);
   partial.compute_at(tile, in_blocks).reorder_storage(storage).vectorize(lane);
   // lane, kx, in, out, then the image, the sample groups and the kernel rows.
   std::vector<Halide::VarOrRVar> order = {lane, pure[0], pure[2], pure[3]};
@@ -528,19 +545,20 @@ void ScheduleBatchReduction(Func f, const std::vector<int64_t>& shape, int lanes
       if (static_cast<int>(i) != batch) space.push_back(rvars[i]);
     }
     if (pure.size() == 4 && kernel >= 1 && kernel <= 5) {
-      ScheduleWeightGradientTiles(f, partial, pure, space, groups, lane, storage, shape);
-    } else {
-      // Taps (a conv weight's first two dimensions) inside the spatial loops, so each vector of
-      // output gradients is loaded once for every tap.
-      std::vector<Halide::VarOrRVar> order = {lane};
-      const size_t taps = pure.size() == 4 ? 2 : 0;
-      for (size_t i = 0; i < taps; ++i) order.emplace_back(pure[i]);
-      order.insert(order.end(), space.begin(), space.end());
-      order.emplace_back(groups);
-      for (size_t i = taps; i < pure.size(); ++i) order.emplace_back(pure[i]);
-      partial.compute_root().reorder_storage(storage).vectorize(lane).parallel(pure.back());
-      partial.update().reorder(order).vectorize(lane).parallel(pure.back());
+      ScheduleWeightGradientTiles(f, u, partial, pure, space, groups, samples, lane, storage,
+                                  shape);
+      continue;
     }
+    // Taps (a conv weight's first two dimensions) inside the spatial loops, so each vector of
+    // output gradients is loaded once for every tap.
+    std::vector<Halide::VarOrRVar> order = {lane};
+    const size_t taps = pure.size() == 4 ? 2 : 0;
+    for (size_t i = 0; i < taps; ++i) order.emplace_back(pure[i]);
+    order.insert(order.end(), space.begin(), space.end());
+    order.emplace_back(groups);
+    for (size_t i = taps; i < pure.size(); ++i) order.emplace_back(pure[i]);
+    partial.compute_root().reorder_storage(storage).vectorize(lane).parallel(pure.back());
+    partial.update().reorder(order).vectorize(lane).parallel(pure.back());
     update.parallel(pure.back());
   }
 }
