@@ -64,14 +64,15 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 }
 
 // Stores `f` with the batch dimension `n` innermost, computes it at root, vectorizes every
-// definition across samples and parallelizes it over its outermost other dimension. RoundUp
-// computes whole vectors past a partial batch: the inputs clamp n, so those lanes read the last
+// definition across `lanes` samples and parallelizes it over its outermost other dimension.
+// RoundUp computes whole vectors past a partial batch: the inputs clamp n, so those lanes read the last
 // sample, and nothing reads them back. Returns false when `f` has no batch dimension.
 //
 // With `small_batch` defined (inference), batches for which it is true get a specialization that
 // vectorizes across x (or features) instead: one sample would fill one of 16 lanes otherwise.
 // The storage order stays, and with a single sample x is contiguous in it.
-bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Expr()) {
+bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Expr(),
+                            int lanes = kLanes) {
   const std::string n = ops::vars().n.name();
   std::vector<Var> args = f.args();
   const int n_index = IndexOf(args, n);
@@ -90,7 +91,7 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
     small.vectorize(storage[1], kSmallBatchLanes, TailStrategy::GuardWithIf);
     if (storage.size() > 2) small.parallel(storage.back());
   }
-  f.vectorize(args[n_index], kLanes, TailStrategy::RoundUp);
+  f.vectorize(args[n_index], lanes, TailStrategy::RoundUp);
   if (storage.size() > 1) f.parallel(storage.back());
 
   for (int u = 0; u < f.num_update_definitions(); ++u) {
@@ -123,7 +124,7 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
       small.reorder(small_order).vectorize(across, kSmallBatchLanes, TailStrategy::GuardWithIf);
       if (outermost.name() != n && outermost.name() != across.name()) small.parallel(outermost);
     }
-    update.split(pure[pure_n], groups, samples, kLanes, TailStrategy::RoundUp);
+    update.split(pure[pure_n], groups, samples, lanes, TailStrategy::RoundUp);
     order[0] = samples;
     order.insert(order.begin() + 1 + RVars(f, u).size(), groups);
     update.reorder(order).vectorize(samples);
@@ -149,7 +150,7 @@ int ChannelBlock(int channels) {
 // given, batches of at most 8 samples get tiles of 8 samples × twice the channels. AMD Zen 4
 // splits each 16-lane FMA into two 8-lane halves, so 8-lane vectors lose nothing there.
 // `width`, when given, is f's extent in x (a conv's output width). Falls back to
-// ScheduleBatchInnermost for other Funcs.
+// ScheduleBatchInnermost with `lanes` for other Funcs.
 //
 // Measured on ResNet-20 (batch 64, 2 threads, AMD EPYC Zen 4): accumulating a block of channels
 // in place in the root buffer, instead of in a tile, made the first stage's convs 2.7× slower,
@@ -160,13 +161,14 @@ int ChannelBlock(int channels) {
 // input channels innermost (ReduceChannelsInnermost): 168–179, which is 72–76 % of the
 // 235 GFLOP/s peak. Tiles that
 // also spanned 2, 3 or 4 columns were slower (99–153).
-bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int width = 0) {
+bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int width = 0,
+                           int lanes = kLanes) {
   const int block = ChannelBlock(channels);
   std::vector<Var> args = f.args();
   const std::string n = ops::vars().n.name();
   if (block == 1 || f.num_update_definitions() != 1 || args.size() < 2 ||
       args.back().name() != n || PureUpdateVars(f, 0).size() != args.size()) {
-    return ScheduleBatchInnermost(f);
+    return ScheduleBatchInnermost(f, Halide::Expr(), lanes);
   }
   const Var c = args[args.size() - 2];
   Func tiled = f.in();
@@ -217,6 +219,12 @@ bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int 
   }
   schedule_tiles(tiled, f, f.update(), kLanes, block);
   return true;
+}
+
+// Returns the vector width across samples for `model`: 8 lanes when it is compiled for 8 samples
+// or fewer, so that they do not fill half of each 16-lane vector.
+int SampleLanes(const Model& model) {
+  return model.batch_size <= kLanes / 2 ? kLanes / 2 : kLanes;
 }
 
 // Returns the run-time batch size of segment `s`: its input's outermost extent.
@@ -275,8 +283,8 @@ void ReduceChannelsInnermost(Func conv) {
 // Every conv, pool and zero-padded conv input is stored batch-innermost. relu is inlined into
 // its consumer. For inference, a conv → relu → max_pool2d chain computes the conv rows one pool
 // row needs inside the pool's loop over rows, so no full conv output is ever stored.
-void ScheduleConvPool(Func pool, Func conv, const Halide::Expr& small_batch) {
-  ScheduleBatchInnermost(pool, small_batch);
+void ScheduleConvPool(Func pool, Func conv, const Halide::Expr& small_batch, int lanes) {
+  ScheduleBatchInnermost(pool, small_batch, lanes);
   // Allocated once per channel and folded by Halide to the rows in use, not once per row.
   conv.compute_at(pool, ops::vars().y).store_at(pool, ops::vars().c);
 }
@@ -312,6 +320,7 @@ void ScheduleBatchReduction(Func f, const std::vector<int64_t>& shape, int lanes
 void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch = false) {
   const Model& model = *s.model;
   const Halide::Expr batch = BatchSize(s);
+  const int lanes = SampleLanes(model);
   const Halide::Expr small_batch =
       fuse_pools && !large_batch ? batch < kSmallBatch : Halide::Expr();
   std::vector<int> consumers(model.layers.size(), 0);
@@ -352,12 +361,12 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
     switch (layer.kind) {
       case OpKind::kConv2d:
         ReduceChannelsInnermost(lowered.output);
-        ScheduleBatchInnermost(lowered.stages[0], small_batch);  // the zero-padded input
+        ScheduleBatchInnermost(lowered.stages[0], small_batch, lanes);  // the zero-padded input
         if (fuse_pools && (!large_batch || pooled(i))) {
-          ScheduleBatchInnermost(lowered.output, small_batch);
+          ScheduleBatchInnermost(lowered.output, small_batch, lanes);
         } else if (ScheduleRegisterTiled(
                        lowered.output, static_cast<int>(layer.out_channels), batch,
-                       static_cast<int>(layer.output_shape[2]))) {
+                       static_cast<int>(layer.output_shape[2]), lanes)) {
           PackConvWeight(param_func(layer.params[0]));
           if (fuse_pools) {
             PackConvInput(lowered.stages[0]);
@@ -370,28 +379,31 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
       case OpKind::kAvgPool2d: {
         const int conv = fused_conv(i);
         if (conv >= 0) {
-          ScheduleConvPool(lowered.output, s.layers.at(conv).output, small_batch);
+          ScheduleConvPool(lowered.output, s.layers.at(conv).output, small_batch, lanes);
         } else {
-          ScheduleBatchInnermost(lowered.output, small_batch);
+          ScheduleBatchInnermost(lowered.output, small_batch, lanes);
         }
         break;
       }
-      case OpKind::kAdaptiveAvgPool2d: ScheduleBatchInnermost(lowered.stages[0], small_batch); break;
+      case OpKind::kAdaptiveAvgPool2d:
+        ScheduleBatchInnermost(lowered.stages[0], small_batch, lanes);
+        break;
       case OpKind::kBatchNorm2d:
       case OpKind::kBatchNorm1d:
         // Per-channel statistics: sums over the batch in vector lanes, channels in parallel.
         // With the adjoints parallel too (ManualSegment), ResNet-20's training step at batch 64
         // went from 168 to 191 and 232 to 278 images/s in alternating runs (2 threads, Zen 4).
-        for (Func stage : lowered.stages) ScheduleBatchReduction(stage, {}, kLanes);
+        for (Func stage : lowered.stages) ScheduleBatchReduction(stage, {}, lanes);
         break;
       case OpKind::kDense:
         if (fuse_pools && s.last && i == model.loss_layer().input()) {
           prediction = lowered.output;
         } else {
           if (fuse_pools && !large_batch) {
-            ScheduleBatchInnermost(lowered.output, small_batch);
+            ScheduleBatchInnermost(lowered.output, small_batch, lanes);
           } else {
-            ScheduleRegisterTiled(lowered.output, static_cast<int>(layer.out_channels), batch);
+            ScheduleRegisterTiled(lowered.output, static_cast<int>(layer.out_channels), batch, 0,
+                                  lanes);
           }
         }
         if (fuse_pools && !large_batch) {
@@ -406,7 +418,7 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
       case OpKind::kTanh:
         // Too costly to recompute in each consumer: a dense layer would evaluate every
         // activation once per output feature.
-        ScheduleBatchInnermost(lowered.output, small_batch);
+        ScheduleBatchInnermost(lowered.output, small_batch, lanes);
         break;
       default: break;  // inlined
     }
@@ -583,7 +595,9 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
                  /*large_batch=*/forward_batch == ForwardBatch::kLarge);
   if (s.mode == LowerMode::kForward || s.mode == LowerMode::kTrainForward) return;
   for (const Halide::Func& stage : s.loss.stages) {
-    if (!ScheduleBatchInnermost(stage)) Func(stage).compute_root();
+    if (!ScheduleBatchInnermost(stage, Halide::Expr(), SampleLanes(*s.model))) {
+      Func(stage).compute_root();
+    }
   }
   if (s.input_grad.defined() && !s.first) ScheduleOutputCopy(s.input_grad);
 
@@ -607,8 +621,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       if (!adjoint_of(name, s.param_funcs[i])) continue;
       of_parameter = true;
       const Param& p = model.params[s.param_indices[i]];
-      // Models compiled for 8 samples or fewer sum them in 8 lanes, not 16 half-empty ones.
-      ScheduleBatchReduction(f, p.shape, model.batch_size <= kLanes / 2 ? kLanes / 2 : kLanes);
+      ScheduleBatchReduction(f, p.shape, SampleLanes(model));
     }
     if (of_parameter || (function.updates().empty() && IsCopy(function))) continue;
     // A conv's input gradient gathers over its output channels: blocked over input channels
@@ -621,7 +634,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       }
     }
     // Copies stay inlined; everything else is stored once, since several reductions read it.
-    if (!ScheduleRegisterTiled(f, channels, BatchSize(s))) {
+    if (!ScheduleRegisterTiled(f, channels, BatchSize(s), 0, SampleLanes(model))) {
       ScheduleParallelOverPure(f);
     }
   }
