@@ -176,7 +176,8 @@ Row MeasurePeer(const Options& options, const std::string& python, const std::st
     row.error = result.is_object() && result.contains("error")
                     ? result["error"].get<std::string>()
                     : absl::StrCat(options.peer_script, " exited with status ", status,
-                                   " (it has lenet5, resnet20 and conv3x3)");
+                                   " without a result (it measures lenet5, resnet20, resnet18 "
+                                   "and conv3x3)");
     return row;
   }
   row.train_images_per_second = result.value("train_images_per_second", 0.0);
@@ -442,12 +443,17 @@ std::string FormatJson(const Report& report) {
 }
 
 plot::Image TrainingChart(const Report& report) {
+  // Unmeasured runners get no bar: a zero-height one would read as a slow result.
+  std::vector<Row> measured;
+  for (const Row& row : report.rows) {
+    if (row.error.empty()) measured.push_back(row);
+  }
   double top = 0;
-  for (const Row& row : report.rows) top = std::max(top, row.train_images_per_second);
-  const double bars = std::max<size_t>(report.rows.size(), 1);
+  for (const Row& row : measured) top = std::max(top, row.train_images_per_second);
+  const double bars = std::max<size_t>(measured.size(), 1);
   plot::Chart chart(640, 400, {0, bars}, {0, top > 0 ? top * 1.1 : 1});
-  for (size_t i = 0; i < report.rows.size(); ++i) {
-    const Row& row = report.rows[i];
+  for (size_t i = 0; i < measured.size(); ++i) {
+    const Row& row = measured[i];
     const plot::Rgb color = row.schedule.empty()      ? plot::kRed
                             : row.schedule == "naive" ? plot::kGray
                                                       : plot::kBlue;

@@ -98,8 +98,8 @@ std::string FormatTable(const Report& report);
 std::string FormatCsv(const Report& report);
 /// The whole report as a JSON object.
 std::string FormatJson(const Report& report);
-/// A bar chart of training-step images/s, one bar per runner in row order: Kiln's schedules in
-/// blue (naive in gray), the peers in red.
+/// A bar chart of training-step images/s, one bar per measured runner in row order: Kiln's
+/// schedules in blue (naive in gray), the peers in red.
 plot::Image TrainingChart(const Report& report);
 
 }  // namespace kiln::bench

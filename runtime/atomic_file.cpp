@@ -45,6 +45,18 @@ absl::Status CheckOutputPath(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot write '", path, "': it is a directory; name a file"));
   }
+
+  // access() grants root write access everywhere, /proc included, so create and remove a file.
+  const std::string probe = absl::StrCat(path, ".probe-", ::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0 && errno != EEXIST) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "' in directory '",
+                                                   directory, "'; choose another directory"));
+  }
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
   return absl::OkStatus();
 }
 
@@ -62,8 +74,9 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
     if (fd < 0 && errno != EEXIST) break;
   }
   if (fd < 0) {
-    return absl::ErrnoToStatus(
-        errno, absl::StrCat("failed to create temporary file '", temp, "' for '", path, "'"));
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "' in directory '",
+                                                   ParentDirectory(path),
+                                                   "'; choose another directory"));
   }
 
   // Write everything, flush it to disk and close. The first failure removes the temporary file.

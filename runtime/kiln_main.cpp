@@ -268,8 +268,13 @@ int RunBench() {
   // Bad output paths fail before the minutes of measuring.
   const std::string csv = absl::GetFlag(FLAGS_csv), json = absl::GetFlag(FLAGS_json),
                     png = absl::GetFlag(FLAGS_png);
+  std::set<std::string> outputs;
   for (const std::string& path : {csv, json, png}) {
     if (path.empty()) continue;
+    if (!outputs.insert(path).second) {
+      return Usage(absl::StrCat("--csv, --json and --png name the same file '", path,
+                                "'; give each its own path"));
+    }
     if (absl::Status status = kiln::CheckOutputPath(path); !status.ok()) {
       return Usage(std::string(status.message()));
     }
@@ -291,7 +296,9 @@ int RunBench() {
     absl::Status status = kiln::plot::WritePng(png, kiln::bench::TrainingChart(*report));
     if (!status.ok()) return Fail(status);
     std::vector<std::string> bars;
-    for (const kiln::bench::Row& row : report->rows) bars.push_back(row.runner);
+    for (const kiln::bench::Row& row : report->rows) {
+      if (row.error.empty()) bars.push_back(row.runner);
+    }
     fmt::print("{}: training images/s, bars left to right: {}\n", png, absl::StrJoin(bars, ", "));
   }
   return 0;

@@ -114,6 +114,23 @@ TEST_F(BenchCli, BadOutputPathFailsBeforeMeasuring) {
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("kiln bench: measuring")));
 }
 
+TEST_F(BenchCli, SameOutputPathTwiceIsAnError) {
+  const std::string path = (dir_ / "bench.out").string();
+  Result r = RunKiln("bench --seconds 0.05 --python off --csv " + path + " --json " + path);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("name the same file '" + path + "'"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("kiln bench: measuring")));
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST_F(BenchCli, UncreatableOutputFailsBeforeMeasuring) {
+  // No user can create files in /proc, although access() grants root write access there.
+  Result r = RunKiln("bench --seconds 0.05 --python off --png /proc/kiln_bench.png");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("cannot write '/proc/kiln_bench.png'"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("kiln bench: measuring")));
+}
+
 TEST_F(BenchCli, BadRoundsIsAnError) {
   Result r = RunKiln("bench --rounds 0 --python off");
   EXPECT_EQ(r.exit_code, 2) << r.output;
