@@ -64,8 +64,8 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 
 // Stores `f` with the batch dimension `n` innermost, computes it at root, vectorizes every
 // definition across `lanes` samples and parallelizes it over its outermost other dimension.
-// RoundUp computes whole vectors past a partial batch: the inputs clamp n, so those lanes read the last
-// sample, and nothing reads them back. Returns false when `f` has no batch dimension.
+// RoundUp computes whole vectors past a partial batch: the inputs clamp n, so those lanes read
+// the last sample, and nothing reads them back. Returns false when `f` has no batch dimension.
 //
 // With `small_batch` defined (the inference function for batches below kSmallBatch), `f` keeps
 // the caller's storage order, x (or features) innermost, and batches for which it is true get a
@@ -86,7 +86,8 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
   }
   // Rounding up across features (a (f, n) Func) would read BatchNorm's running statistics past
   // their end, so those keep guarded tails.
-  const TailStrategy across_tail = args.size() == 4 ? TailStrategy::RoundUp : TailStrategy::GuardWithIf;
+  const TailStrategy across_tail =
+      args.size() == 4 ? TailStrategy::RoundUp : TailStrategy::GuardWithIf;
   f.compute_root();
   if (storage.size() > 1) {
     if (!small_batch.defined()) f.reorder_storage(storage);
@@ -460,11 +461,11 @@ bool IsConstant(const Halide::Expr& e) {
 
 // Schedules conv weight gradient `f` (kx, ky, in, out) of PyTorch shape `shape`, whose sample
 // RVar was split and rfactored into `partial` (pure in `lane`, reducing over `space` and
-// `groups`). Each task sums a block of output × input channels. For each kernel row, the
-// accumulators of the block's (out, in, kx) triples stay in registers (about 24 vectors) over
-// the whole image. Each vector of output gradients is then loaded once per block of input
-// channels, and each input vector once per block of output channels. `storage` is partial's
-// storage order.
+// `groups`). Each parallel task takes a block of output channels and sums it with one block of
+// input channels at a time. For each kernel row, the accumulators of the two blocks' (out, in,
+// kx) triples stay in registers (about 24 vectors) over the whole image. Each vector of output
+// gradients is then loaded once per block of input channels, and each input vector once per
+// block of output channels. `storage` is partial's storage order.
 //
 // Measured on the 256-channel 3×3 conv at 28×28 and batch 8 (training step: forward and weight
 // gradient, generated function driven directly, 2 threads, Zen 4). One (in, out) pair per task
@@ -501,7 +502,8 @@ void ScheduleWeightGradientTiles(Func f, int update, Func partial, const std::ve
 
   // f's update adds the lanes, parallel over blocks of output channels. Each chunk of input
   // channels computes its lane sums (`tile`) just before, so they are read back from cache.
-  Var out_blocks("out_blocks"), out_in("out_in"), in_chunks("in_chunks"), in_chunk_in("in_chunk_in");
+  Var out_blocks("out_blocks"), out_in("out_in");
+  Var in_chunks("in_chunks"), in_chunk_in("in_chunk_in");
   f.update(update)
       .split(pure[3], out_blocks, out_in, out_block)
       .split(pure[2], in_chunks, in_chunk_in, in_chunk)
