@@ -207,7 +207,8 @@ TEST(Forward, SmallBatchesMatchFullBatch) {
     std::vector<float> part(batch * 10);
     ASSERT_TRUE(net.Forward(test.images.data(), batch, part.data()).ok()) << "batch " << batch;
     for (int i = 0; i < batch * 10; ++i) {
-      ASSERT_NEAR(part[i], full[i], tolerance(i / 10)) << "batch " << batch << ", sample " << i / 10;
+      ASSERT_NEAR(part[i], full[i], tolerance(i / 10))
+          << "batch " << batch << ", sample " << i / 10;
     }
   }
   std::vector<float> one(10);
