@@ -283,6 +283,12 @@ int RunBench() {
   absl::StatusOr<kiln::bench::Report> report = kiln::bench::Run(options, stderr);
   if (!report.ok()) return Usage(std::string(report.status().message()));
   fmt::print("{}", kiln::bench::FormatTable(*report));
+  const bool measured = std::any_of(report->rows.begin(), report->rows.end(),
+                                    [](const kiln::bench::Row& row) { return row.error.empty(); });
+  if (!measured) {
+    return Fail(absl::FailedPreconditionError(
+        "no runner was measured (the table says why for each); no files were written"));
+  }
 
   if (!csv.empty()) {
     absl::Status status = kiln::WriteFileAtomically(csv, kiln::bench::FormatCsv(*report));

@@ -131,6 +131,16 @@ TEST_F(BenchCli, UncreatableOutputFailsBeforeMeasuring) {
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("kiln bench: measuring")));
 }
 
+TEST_F(BenchCli, NothingMeasuredFailsAndWritesNothing) {
+  const std::string json = (dir_ / "bench.json").string();
+  // ResNet-20 is compiled with the manual schedule only.
+  Result r = RunKiln(
+      "bench --model resnet20 --schedules li2018 --seconds 0.05 --python off --json " + json);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("no runner was measured"));
+  EXPECT_FALSE(std::filesystem::exists(json));
+}
+
 TEST_F(BenchCli, BadRoundsIsAnError) {
   Result r = RunKiln("bench --rounds 0 --python off");
   EXPECT_EQ(r.exit_code, 2) << r.output;
