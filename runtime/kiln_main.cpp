@@ -287,7 +287,8 @@ int RunBench() {
                                     [](const kiln::bench::Row& row) { return row.error.empty(); });
   if (!measured) {
     return Fail(absl::FailedPreconditionError(
-        "no runner was measured (the table says why for each); no files were written"));
+        "no runner was measured, so no files were written; the table lists the reason for "
+        "each (check --model, --schedules and --batch-size)"));
   }
 
   if (!csv.empty()) {
