@@ -20,10 +20,10 @@ Halide::Region TensorRegion(const std::vector<int64_t>& shape, Halide::Expr batc
   return region;
 }
 
-// The output region to pass to Halide::propagate_adjoints for a tensor of per-sample `shape` and
-// `batch` samples. Halide 14 turns each Range into the interval [min, min + extent], one past
-// the end (src/Derivative.cpp, ReverseAccumulationVisitor::propagate_adjoints), so each extent
-// here is one less. With the true extents, every backward segment's bounds grew by one sample,
+// Returns the output region to pass to Halide::propagate_adjoints for a tensor of per-sample
+// `shape` and `batch` samples. Halide 14 turns each Range into the interval
+// [min, min + extent], one past the end (src/Derivative.cpp,
+// ReverseAccumulationVisitor::propagate_adjoints), so each extent here is one less. With the true extents, every backward segment's bounds grew by one sample,
 // row, column and channel. Each weight gradient then summed a batch of 8 as a vector of 8
 // samples plus a predicated pass over a ninth, which doubled its cost.
 Halide::Region AdjointRegion(const std::vector<int64_t>& shape, Halide::Expr batch) {

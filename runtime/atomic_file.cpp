@@ -20,9 +20,9 @@ std::string ParentDirectory(const std::string& path) {
   return path.substr(0, slash);
 }
 
-}  // namespace
-
-absl::Status CheckOutputPath(const std::string& path) {
+// Checks `path` without creating anything: not empty, its directory exists and is writable by
+// access(), and `path` is not a directory.
+absl::Status CheckDestination(const std::string& path) {
   if (path.empty()) return absl::InvalidArgumentError("the output path is empty");
 
   const std::string directory = ParentDirectory(path);
@@ -45,13 +45,21 @@ absl::Status CheckOutputPath(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot write '", path, "': it is a directory; name a file"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckOutputPath(const std::string& path) {
+  if (absl::Status status = CheckDestination(path); !status.ok()) return status;
 
   // access() grants root write access everywhere, /proc included, so create and remove a file.
   const std::string probe = absl::StrCat(path, ".probe-", ::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0 && errno != EEXIST) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "' in directory '",
-                                                   directory, "'; choose another directory"));
+                                                   ParentDirectory(path),
+                                                   "'; choose another directory"));
   }
   if (fd >= 0) {
     ::close(fd);
@@ -61,7 +69,8 @@ absl::Status CheckOutputPath(const std::string& path) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents) {
-  if (absl::Status status = CheckOutputPath(path); !status.ok()) return status;
+  // No probe file: creating the temporary file below tests the same thing.
+  if (absl::Status status = CheckDestination(path); !status.ok()) return status;
 
   // O_EXCL makes each temporary name this process's own, also when another process or a
   // concurrent writer in this one uses the same destination.

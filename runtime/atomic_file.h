@@ -17,14 +17,14 @@
 namespace kiln {
 
 /// Checks that a file could be created at `path`, so a run can reject a bad path before it
-/// trains: the path is not empty, its directory exists and is writable, and `path` itself is not
-/// a directory. The file itself is not created. A failed check returns an error status whose
-/// message names the path.
+/// trains: the path is not empty, its directory exists, `path` itself is not a directory, and a
+/// probe file "<path>.probe-<pid>" can be created there (it is removed at once). `path` itself
+/// is not created. A failed check returns an error status whose message names the path.
 absl::Status CheckOutputPath(const std::string& path);
 
 /// Writes `contents` to `path`, replacing any file there. The data goes first to
 /// "<path>.tmp-<pid>-<n>", which is renamed to `path` once it is complete and flushed to disk.
-/// On error the temporary file is removed and `path` is unchanged. The message names both paths.
+/// On error the temporary file is removed and `path` is unchanged. The message names `path`.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
 }  // namespace kiln

@@ -195,7 +195,7 @@ TEST(Forward, SmallBatchesMatchFullBatch) {
   const Dataset test = First(TestSplit(), 64);
   std::vector<float> full(64 * 10);
   ASSERT_TRUE(net.Forward(test.images.data(), 64, full.data()).ok());
-  // Batches below 4 take the schedule's x-vectorized function, which rounds differently; the
+  // Batches below 4 take the schedule's x-vectorized function, which rounds differently. The
   // others round up to vectors of 16 samples. Each logit may differ by 1e-6 of the sample's
   // largest logit.
   auto tolerance = [&](int sample) {

@@ -68,8 +68,8 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 // the last sample, and nothing reads them back. Returns false when `f` has no batch dimension.
 //
 // With `small_batch` defined (the inference function for batches below kSmallBatch), `f` keeps
-// the caller's storage order, x (or features) innermost, and batches for which it is true get a
-// specialization that vectorizes across x: one sample would fill one of 16 lanes otherwise. Its
+// the caller's storage order, x (or features) innermost. Batches for which it is true get a
+// specialization that vectorizes across x, because one sample would fill one of 16 lanes. Its
 // vectors round up past the row's end (LeNet's rows are 28, 14, 10 and 5 wide), which keeps the
 // accumulators of a reduction in registers. Masked tails made LLVM keep them in memory. LeNet-5
 // at batch 1 (generated function driven directly, 2 threads, Zen 4): 0.20 ms with samples
@@ -166,8 +166,7 @@ int ChannelBlock(int channels) {
 // generated function driven directly). 16-sample tiles: 91. 8-sample tiles of 16 channels: 90.
 // With packed weights: 142. With the input stored channels before columns: 155. Reducing over
 // input channels innermost (ReduceChannelsInnermost): 168–179, which is 72–76 % of the
-// 235 GFLOP/s peak. Tiles that
-// also spanned 2, 3 or 4 columns were slower (99–153).
+// 235 GFLOP/s peak. Tiles that also spanned 2, 3 or 4 columns were slower (99–153).
 bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int width = 0,
                            int lanes = kLanes) {
   const int block = ChannelBlock(channels);
@@ -267,9 +266,9 @@ void PackConvInput(Func padded) {
 // gradient, generated function driven directly, 2 threads, Zen 4): 183 → 113 ms.
 void PackConvInputCopy(Func padded, Func conv) {
   const ops::Vars& v = ops::vars();
-  padded.in(conv)
-      .compute_root()
-      .reorder_storage(v.n, v.c, v.x, v.y)
+  Func copy = padded.in(conv);
+  PackConvInput(copy);
+  copy.compute_root()
       .reorder(v.n, v.c, v.x, v.y)
       .vectorize(v.n, kLanes / 2, TailStrategy::RoundUp)
       .parallel(v.y);
@@ -280,9 +279,9 @@ void PackConvInputCopy(Func padded, Func conv) {
 // schedule. Every path (register tiles, small batches, convs computed inside a pool) then sums
 // in the same order. A sample's logits agree across batch sizes to within about 1e-6 of its
 // largest logit, not bit for bit: the x-vectorized function for batches below kSmallBatch
-// rounds differently (cause not identified). The
-// algorithm (ops/conv2d.cpp) keeps the kernel taps first: with the channel first in its RDom,
-// Halide 14's autodiff gave a wrong input gradient for a 2×2 kernel.
+// rounds differently (cause not identified). The algorithm (ops/conv2d.cpp) keeps the kernel
+// taps first: with the channel first in its RDom, Halide 14's autodiff gave a wrong input
+// gradient for a 2×2 kernel.
 void ReduceChannelsInnermost(Func conv) {
   const std::vector<Halide::RVar> r = RVars(conv, 0);  // (kx, ky, ci)
   conv.update().reorder(r[2], r[0], r[1]);
