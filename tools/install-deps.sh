@@ -12,6 +12,8 @@ packages=(
   zlib1g-dev          # reads the gzip-compressed IDX files
   nlohmann-json3-dev  # safetensors headers
   libpng-dev          # PNG plots of kiln-regression
+  libplplot-dev       # charts of training runs (runtime/figures.h)
+  plplot-driver-cairo # PLplot's PNG device, pngcairo
   dataset-fashion-mnist
 )
 
