@@ -255,10 +255,19 @@ absl::StatusOr<Report> Run(const Options& options, std::FILE* progress) {
     return absl::InvalidArgumentError(
         absl::StrCat("seconds ", options.seconds, " must be positive and finite"));
   }
+  // The schedule variants of the model. Other builds of it (another head, frozen layers) share
+  // its name in CompiledModel::model, and the one compiled under the model's own name wins. A
+  // build that no model lists as a variant, such as lenet5_c5_features, is found by its name.
   std::map<std::string, const CompiledModel*> variants;
   for (const std::string& name : CompiledModelNames()) {
     const CompiledModel* m = FindCompiledModel(name);
-    if (m->model == options.model) variants[m->schedule] = m;
+    if (m->model == options.model && (variants.count(m->schedule) == 0 || name == options.model)) {
+      variants[m->schedule] = m;
+    }
+  }
+  if (variants.empty()) {
+    const CompiledModel* m = FindCompiledModel(options.model);
+    if (m != nullptr) variants[m->schedule] = m;
   }
   if (variants.empty()) {
     std::vector<std::string> models;

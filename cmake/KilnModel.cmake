@@ -1,14 +1,15 @@
 # kiln_add_model(NAME <name> SOURCES <files...> [MODEL <definition>]
 #                [SCHEDULE manual|li2018|mullapudi2016|adams2019] [BATCH_SIZE <n>]
-#                [INPUT <CxHxW or F>] [CLASSES <n>])
+#                [INPUT <CxHxW or F>] [CLASSES <n>] [FREEZE <layer or block>])
 #
 # Builds a generator for the model defined in SOURCES, runs it at build time, and defines the
 # object library kiln_model_<name> that registers the compiled model with the runtime. MODEL
 # names the registered definition when it differs from NAME (e.g. NAME resnet18_fmnist MODEL
-# resnet18 INPUT 1x28x28 CLASSES 10). The model is regenerated only when its sources or the
-# compiler change.
+# resnet18 INPUT 1x28x28 CLASSES 10). FREEZE compiles a transfer-learning variant whose layers
+# up to and including the named one get no gradients (kiln-gen --freeze). The model is
+# regenerated only when its sources or the compiler change.
 function(kiln_add_model)
-  cmake_parse_arguments(ARG "" "NAME;MODEL;SCHEDULE;BATCH_SIZE;INPUT;CLASSES" "SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME;MODEL;SCHEDULE;BATCH_SIZE;INPUT;CLASSES;FREEZE" "SOURCES" ${ARGN})
   if(NOT ARG_NAME OR NOT ARG_SOURCES)
     message(FATAL_ERROR "kiln_add_model: NAME and SOURCES are required")
   endif()
@@ -27,6 +28,9 @@ function(kiln_add_model)
   endif()
   if(ARG_CLASSES)
     list(APPEND options --classes ${ARG_CLASSES})
+  endif()
+  if(ARG_FREEZE)
+    list(APPEND options --freeze ${ARG_FREEZE})
   endif()
 
   set(generator kiln-gen-${ARG_NAME})

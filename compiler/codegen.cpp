@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "compiler/optimizers.h"
 
 namespace kiln {
 namespace {
@@ -46,6 +47,10 @@ struct CompiledSegment {
   std::string prefix;  ///< e.g. "lenet5_s0"; functions are <prefix>_forward, ...
   bool first = false, last = false;
   size_t params = 0, buffers = 0;
+  size_t grads = 0;          ///< Trainable parameters: the gradients the training functions output.
+  bool input_grad = false;   ///< Whether they output the input's gradient.
+  bool backward = true;      ///< Whether it has a backward function (not below a frozen model's
+                             ///< lowest trainable layer).
   /// Also <prefix>_forward_large_batch, for batches of at least kManualLargeBatch.
   bool large_batch_forward = false;
 };
@@ -73,7 +78,7 @@ std::string Adapters(const CompiledSegment& c, int index) {
         << "    return " << f << "_forward_large_batch" << forward_args << ";\n  }\n";
   }
   out << "  return " << f << "_forward" << forward_args << ";\n}\n\n";
-  const std::string input_grad = c.first ? "" : ", input_grad";
+  const std::string input_grad = c.input_grad ? ", input_grad" : "";
   if (!c.last) {
     out << "int TrainForward" << index << "(halide_buffer_t* input, halide_buffer_t* const* params,\n"
         << "    halide_buffer_t* const* buffers, uint32_t seed, halide_buffer_t* output,\n"
@@ -81,14 +86,17 @@ std::string Adapters(const CompiledSegment& c, int index) {
         << "  (void)params; (void)buffers; (void)new_buffers;\n"
         << "  return " << f << "_train_forward(input" << ListArgs("params", c.params)
         << ListArgs("buffers", c.buffers) << ", seed, output" << ListArgs("new_buffers", c.buffers)
-        << ");\n}\n\n"
-        << "int Backward" << index << "(halide_buffer_t* input, halide_buffer_t* const* params,\n"
+        << ");\n}\n\n";
+  }
+  if (!c.last && c.backward) {
+    out << "int Backward" << index << "(halide_buffer_t* input, halide_buffer_t* const* params,\n"
         << "    uint32_t seed, halide_buffer_t* output_grad, halide_buffer_t* input_grad,\n"
         << "    halide_buffer_t* const* grads) {\n"
         << "  (void)params; (void)grads; (void)input_grad;\n"
         << "  return " << f << "_backward(input" << ListArgs("params", c.params)
-        << ", seed, output_grad" << input_grad << ListArgs("grads", c.params) << ");\n}\n\n";
-  } else {
+        << ", seed, output_grad" << input_grad << ListArgs("grads", c.grads) << ");\n}\n\n";
+  }
+  if (c.last) {
     out << "int TrainLast" << index << "(halide_buffer_t* input, halide_buffer_t* targets,\n"
         << "    halide_buffer_t* const* params, halide_buffer_t* const* buffers, uint32_t seed,\n"
         << "    halide_buffer_t* loss, halide_buffer_t* correct, halide_buffer_t* input_grad,\n"
@@ -96,7 +104,7 @@ std::string Adapters(const CompiledSegment& c, int index) {
         << "  (void)params; (void)buffers; (void)grads; (void)new_buffers; (void)input_grad;\n"
         << "  return " << f << "_train_last(input, targets" << ListArgs("params", c.params)
         << ListArgs("buffers", c.buffers) << ", seed, loss, correct" << input_grad
-        << ListArgs("grads", c.params) << ListArgs("new_buffers", c.buffers) << ");\n}\n\n";
+        << ListArgs("grads", c.grads) << ListArgs("new_buffers", c.buffers) << ");\n}\n\n";
   }
   return out.str();
 }
@@ -122,12 +130,6 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
       << "#include \"" << name << "_kernels.h\"\n\n"
       << "namespace {\n\n";
   for (size_t i = 0; i < compiled.size(); ++i) out << Adapters(compiled[i], static_cast<int>(i));
-  out << "int Update(float lr, float momentum, float weight_decay, halide_buffer_t* params,\n"
-      << "           halide_buffer_t* grads, halide_buffer_t* velocity, halide_buffer_t* params_out,\n"
-      << "           halide_buffer_t* velocity_out) {\n"
-      << "  return " << name << "_update(lr, momentum, weight_decay, params, grads, velocity, params_out,\n"
-      << "                             velocity_out);\n}\n\n";
-
   const Layer& loss = model.loss_layer();
   const std::vector<int64_t>& input = model.input_layer().output_shape;
   out << "kiln::CompiledModel MakeModel() {\n"
@@ -151,7 +153,8 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
       << "  m.num_buffer_values = " << model.num_buffer_values() << ";\n";
   for (const Param& p : model.params) {
     out << "  m.params.push_back({\"" << p.name << "\", " << ShapeInitializer(p.shape) << ", "
-        << p.offset << ", " << p.numel() << ", " << p.fan_in << ", " << FloatLiteral(p.initial_value) << "});\n";
+        << p.offset << ", " << p.numel() << ", " << p.fan_in << ", "
+        << FloatLiteral(p.initial_value) << ", " << (p.trainable ? "true" : "false") << "});\n";
   }
   for (const Param& b : model.buffers) {
     out << "  m.buffers.push_back({\"" << b.name << "\", " << ShapeInitializer(b.shape) << ", "
@@ -166,7 +169,10 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
   for (size_t i = 0; i < compiled.size(); ++i) {
     out << "  m.functions.push_back({Forward" << i << ", "
         << (compiled[i].last ? "nullptr, nullptr, TrainLast" : "TrainForward") << i
-        << (compiled[i].last ? "" : absl::StrCat(", Backward", i, ", nullptr")) << "});\n";
+        << (compiled[i].last ? ""
+            : compiled[i].backward ? absl::StrCat(", Backward", i, ", nullptr")
+                                   : ", nullptr, nullptr")
+        << "});\n";
   }
   for (size_t i = 0; i < model.segments.size(); ++i) {
     const Segment& s = model.segments[i];
@@ -182,8 +188,7 @@ std::string DescriptionSource(const Model& model, const CodegenOptions& options,
         << ShapeInitializer(model.layers[s.input].output_shape) << ", "
         << ShapeInitializer(model.layers[output].output_shape) << "});\n";
   }
-  out << "  m.update = Update;\n"
-      << "  return m;\n}\n\n"
+  out << "  return m;\n}\n\n"
       << "const kiln::CompiledModel kModel = MakeModel();\n"
       << "const kiln::CompiledModelRegistration kRegistration(&kModel);\n\n"
       << "}  // namespace\n";
@@ -211,7 +216,7 @@ absl::Status AddFunction(Halide::Pipeline pipeline, const std::vector<Halide::Ar
   return absl::OkStatus();
 }
 
-// Lowers and schedules every distinct segment's functions and the update, then generates code
+// Lowers and schedules every distinct segment's functions, then generates code
 // for all of them as one library.
 absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const CodegenOptions& options,
                                                 const Halide::Target& target,
@@ -228,11 +233,12 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
     CompiledSegment c;
     c.prefix = absl::StrCat(model.name, "_s", compiled.size());
     std::vector<LowerMode> modes = {LowerMode::kForward};
+    c.backward = NeedsBackward(model, i);
     if (i + 1 == report.segments) {
       modes.push_back(LowerMode::kTrainLast);
     } else {
       modes.push_back(LowerMode::kTrainForward);
-      modes.push_back(LowerMode::kBackward);
+      if (c.backward) modes.push_back(LowerMode::kBackward);
     }
     for (LowerMode mode : modes) {
       const auto start = std::chrono::steady_clock::now();
@@ -240,6 +246,10 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
       c.first = lowered.first;
       c.last = lowered.last;
       c.params = lowered.params.size();
+      if (mode != LowerMode::kForward && mode != LowerMode::kTrainForward) {
+        c.grads = lowered.grads.size();
+        c.input_grad = lowered.needs_input_grad;
+      }
       if (mode == LowerMode::kForward) c.buffers = lowered.buffer_indices.size();
       absl::StatusOr<Halide::Pipeline> pipeline =
           SegmentPipeline(lowered, options.scheduler, target, options.machine);
@@ -264,15 +274,6 @@ absl::StatusOr<CodegenReport> GeneratePipelines(const Model& model, const Codege
     compiled.push_back(c);
   }
   report.distinct_segments = static_cast<int>(compiled.size());
-
-  const auto start = std::chrono::steady_clock::now();
-  LoweredUpdate sgd = LowerSgdUpdate(model);
-  Halide::Pipeline update(sgd.updated);
-  absl::Status status = ScheduleUpdate(sgd, update, options.scheduler, target, options.machine);
-  if (!status.ok()) return status;
-  status = AddFunction(update, sgd.arguments(), model.name + "_update", target, options, start,
-                       modules, report);
-  if (!status.ok()) return status;
 
   const auto codegen = std::chrono::steady_clock::now();
   const std::string prefix = options.output_dir + "/" + model.name + "_kernels";
@@ -368,10 +369,10 @@ absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOpt
 }
 
 
+namespace {
 
-absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::string& target) {
-  absl::StatusOr<Halide::Target> parsed = ParseTarget(target);
-  if (!parsed.ok()) return parsed.status();
+// Creates the directory that will hold `path_prefix`.* files.
+absl::Status CreateParentDirectory(const std::string& path_prefix) {
   const std::filesystem::path directory = std::filesystem::path(path_prefix).parent_path();
   std::error_code error;
   if (!directory.empty()) std::filesystem::create_directories(directory, error);
@@ -379,6 +380,42 @@ absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::st
     return absl::PermissionDeniedError(absl::StrCat("failed to create output directory '",
                                                     directory.string(), "': ", error.message()));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status GenerateOptimizers(const std::string& path_prefix, const std::string& target) {
+  absl::StatusOr<Halide::Target> parsed = ParseTarget(target);
+  if (!parsed.ok()) return parsed.status();
+  if (absl::Status s = CreateParentDirectory(path_prefix); !s.ok()) return s;
+  try {
+    std::vector<Halide::Module> modules;
+    LoweredSgd sgd = LowerSgd();
+    ScheduleOptimizer(sgd.updated, *parsed);
+    modules.push_back(
+        Halide::Pipeline(sgd.updated).compile_to_module(sgd.arguments(), "kiln_sgd_update", *parsed));
+    LoweredAdam adam = LowerAdam();
+    ScheduleOptimizer(adam.updated, *parsed);
+    modules.push_back(Halide::Pipeline(adam.updated)
+                          .compile_to_module(adam.arguments(), "kiln_adam_update", *parsed));
+    LoweredSumOfSquares sum = LowerSumOfSquares();
+    ScheduleSumOfSquares(sum, *parsed);
+    modules.push_back(Halide::Pipeline(sum.sum).compile_to_module(sum.arguments(),
+                                                                  "kiln_sum_of_squares", *parsed));
+    Halide::Module linked = Halide::link_modules("kiln_optimizers", modules);
+    linked.compile({{Halide::OutputFileType::static_library, path_prefix + ".a"},
+                    {Halide::OutputFileType::c_header, path_prefix + ".h"}});
+  } catch (const Halide::Error& e) {
+    return absl::InternalError(absl::StrCat("Halide failed to compile the optimizers: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::string& target) {
+  absl::StatusOr<Halide::Target> parsed = ParseTarget(target);
+  if (!parsed.ok()) return parsed.status();
+  if (absl::Status s = CreateParentDirectory(path_prefix); !s.ok()) return s;
   try {
     Halide::compile_standalone_runtime(path_prefix + ".a",
                                        parsed->without_feature(Halide::Target::NoRuntime));

@@ -1,7 +1,8 @@
 /** \file
  * Ahead-of-time code generation: compiles the functions of every distinct segment of a Model
- * (compiler/lower.h) and its update into one static library and header, and writes the model
- * description the runtime reads.
+ * (compiler/lower.h) into one static library and header, and writes the model description the
+ * runtime reads. The optimizers (compiler/optimizers.h) and the Halide runtime are compiled once,
+ * into libraries of their own that every model links.
  *
  *   kiln::CodegenOptions options;
  *   options.output_dir = "generated/lenet5";
@@ -62,9 +63,14 @@ absl::StatusOr<Halide::Pipeline> SegmentPipeline(const LoweredSegment& segment,
                                                  ForwardBatch forward_batch = ForwardBatch::kAny);
 
 /// Writes into options.output_dir: <name>_kernels.{a,h} with the functions of every distinct
-/// segment (lower.h) and the update, and <name>_model.cpp, which defines and registers the
+/// segment (lower.h), and <name>_model.cpp, which defines and registers the
 /// model's kiln::CompiledModel.
 absl::StatusOr<CodegenReport> GenerateModel(const Model& model, const CodegenOptions& options);
+
+/// Writes the optimizers of compiler/optimizers.h as `<path_prefix>.{a,h}`: the functions
+/// kiln_sgd_update, kiln_adam_update and kiln_sum_of_squares, with the arguments in the order of
+/// each Lowered*::arguments() followed by the outputs.
+absl::Status GenerateOptimizers(const std::string& path_prefix, const std::string& target);
 
 /// Writes the Halide runtime shared by all generated functions as `<path_prefix>.a`.
 absl::Status GenerateHalideRuntime(const std::string& path_prefix, const std::string& target);

@@ -2,6 +2,7 @@
 //
 //   kiln-gen --model lenet5 --schedule manual --output_dir generated/lenet5
 //   kiln-gen --runtime generated/halide_runtime
+//   kiln-gen --optimizers generated/kiln_optimizers
 #include <cstdio>
 #include <string>
 
@@ -27,18 +28,28 @@ ABSL_FLAG(std::string, name, "",
 ABSL_FLAG(std::string, input, "",
           "Input size per sample instead of the model's default: CxHxW (e.g. 1x28x28) or F.");
 ABSL_FLAG(int, classes, 0, "Number of classes (or outputs) instead of the model's default.");
+ABSL_FLAG(std::string, freeze, "",
+          "Freeze this layer or block and every one before it: no gradients, no backward pass "
+          "below the lowest trainable layer (transfer learning).");
 ABSL_FLAG(int, parallelism, 2, "Threads the autoschedulers tune for (the run-time count is free).");
 ABSL_FLAG(bool, emit_stmt, false, "Also write each function's lowered loop nest (<function>.stmt).");
 ABSL_FLAG(std::string, runtime, "",
           "Instead of a model, write the shared Halide runtime to <this path>.a.");
+ABSL_FLAG(std::string, optimizers, "",
+          "Instead of a model, write the optimizers (SGD, Adam, sums of squares) shared by all "
+          "models to <this path>.{a,h}.");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Compiles a Kiln model ahead of time. Example:\n"
                                "  kiln-gen --model lenet5 --output_dir generated/lenet5");
   absl::ParseCommandLine(argc, argv);
 
-  if (!absl::GetFlag(FLAGS_runtime).empty()) {
-    absl::Status status = kiln::GenerateHalideRuntime(absl::GetFlag(FLAGS_runtime), absl::GetFlag(FLAGS_target));
+  if (!absl::GetFlag(FLAGS_runtime).empty() || !absl::GetFlag(FLAGS_optimizers).empty()) {
+    const std::string target = absl::GetFlag(FLAGS_target);
+    absl::Status status =
+        absl::GetFlag(FLAGS_runtime).empty()
+            ? kiln::GenerateOptimizers(absl::GetFlag(FLAGS_optimizers), target)
+            : kiln::GenerateHalideRuntime(absl::GetFlag(FLAGS_runtime), target);
     if (!status.ok()) {
       std::fprintf(stderr, "kiln-gen: %s\n", std::string(status.message()).c_str());
       return 1;
@@ -84,6 +95,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!absl::GetFlag(FLAGS_name).empty()) model->name = absl::GetFlag(FLAGS_name);
+  if (!absl::GetFlag(FLAGS_freeze).empty()) {
+    absl::Status frozen = kiln::FreezeThrough(*model, absl::GetFlag(FLAGS_freeze));
+    if (!frozen.ok()) {
+      std::fprintf(stderr, "kiln-gen: --freeze: %s\n", std::string(frozen.message()).c_str());
+      return 2;
+    }
+  }
 
   kiln::CodegenOptions options;
   options.output_dir = absl::GetFlag(FLAGS_output_dir);

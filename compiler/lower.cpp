@@ -204,12 +204,12 @@ std::vector<Halide::Func> LoweredSegment::outputs() const {
       out.insert(out.end(), new_buffers.begin(), new_buffers.end());
       break;
     case LowerMode::kBackward:
-      if (!first) out.push_back(input_grad);
+      if (needs_input_grad) out.push_back(input_grad);
       out.insert(out.end(), grads.begin(), grads.end());
       break;
     case LowerMode::kTrainLast:
       out = {loss.loss, loss.correct};
-      if (!first) out.push_back(input_grad);
+      if (needs_input_grad) out.push_back(input_grad);
       out.insert(out.end(), grads.begin(), grads.end());
       out.insert(out.end(), new_buffers.begin(), new_buffers.end());
       break;
@@ -301,8 +301,10 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
           ? Halide::propagate_adjoints(s.loss.loss)
           : Halide::propagate_adjoints(s.output, adjoint_of, AdjointRegion(out_shape, batch));
 
+  s.needs_input_grad = NeedsInputGrad(model, index);
   for (size_t i = 0; i < s.params.size(); ++i) {
     const Param& p = model.params[s.param_indices[i]];
+    if (!p.trainable) continue;
     std::vector<Halide::Var> vars(p.shape.size());
     std::vector<Halide::Expr> call(vars.begin(), vars.end());
     Halide::Func grad(HalideName(p.name) + "_grad");
@@ -314,6 +316,7 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
           0, static_cast<int>(p.shape[p.shape.size() - 1 - d]));
     }
     s.grads.push_back(grad);
+    s.grad_params.push_back(static_cast<int>(i));
   }
   std::vector<Halide::Var> vars = ops::TensorVars(in_shape.size());
   s.input_grad = Halide::Func(s.first ? "images_grad" : "input_grad");
@@ -327,7 +330,8 @@ std::string SegmentSignature(const Model& model, int index) {
   auto shape = [](const std::vector<int64_t>& s) { return absl::StrJoin(s, "x"); };
   std::string signature = absl::StrCat(
       "in=", shape(model.layers[segment.input].output_shape), segment.input == 0 ? " first" : "",
-      index + 1 == static_cast<int>(model.segments.size()) ? " last" : "", ";");
+      index + 1 == static_cast<int>(model.segments.size()) ? " last" : "",
+      NeedsInputGrad(model, index) ? " input_grad" : "", ";");
   for (int i = segment.first; i <= segment.last; ++i) {
     const Layer& l = model.layers[i];
     std::vector<std::string> inputs;
@@ -336,31 +340,11 @@ std::string SegmentSignature(const Model& model, int index) {
                     shape(l.output_shape), " ", l.out_channels, " ", l.kernel_size, " ", l.stride,
                     " ", l.padding, " ", l.dilation, " ", l.groups, " ", l.bias, l.ceil_mode,
                     l.count_include_pad, l.target_is_input, " ", l.negative_slope, " ", l.p, " ",
-                    l.eps, " ", l.momentum, " ", l.label_smoothing, " ", l.num_classes, ";");
+                    l.eps, " ", l.momentum, " ", l.label_smoothing, " ", l.num_classes);
+    for (int p : l.params) absl::StrAppend(&signature, model.params[p].trainable ? "" : " frozen");
+    absl::StrAppend(&signature, ";");
   }
   return signature;
-}
-
-std::vector<Halide::Argument> LoweredUpdate::arguments() const {
-  return {lr, momentum, weight_decay, params, grads, velocity};
-}
-
-LoweredUpdate LowerSgdUpdate(const Model& model) {
-  LoweredUpdate u;
-  const int count = static_cast<int>(model.num_params());
-  for (Halide::ImageParam* p : {&u.params, &u.grads, &u.velocity}) {
-    p->dim(0).set_bounds(0, count).set_estimate(0, count);
-  }
-  // Typical values, for the autoschedulers that ask for estimates of every input.
-  u.lr.set_estimate(0.01f);
-  u.momentum.set_estimate(0.9f);
-  u.weight_decay.set_estimate(0.0f);
-  Halide::Var i("i");
-  Halide::Expr g = u.grads(i) + u.weight_decay * u.params(i);
-  Halide::Expr velocity = u.momentum * u.velocity(i) + g;
-  u.updated(i) = Halide::Tuple(u.params(i) - u.lr * velocity, velocity);
-  u.updated.set_estimates({{0, count}});
-  return u;
 }
 
 }  // namespace kiln

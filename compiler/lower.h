@@ -9,7 +9,10 @@
  *   backward       input, params, seed, d output        → d input, d params
  *   train_last     input, targets, params, stats, seed   → loss, correct, d input, d params,
  *                  (the last segment only)                  new stats
- * where stats are the running statistics of its batch_norm layers.
+ * where stats are the running statistics of its batch_norm layers, d params are the gradients of
+ * the trainable parameters only, and d input is left out where nothing below needs it (the first
+ * segment, and segments below the lowest trainable layer of a frozen model, which get no backward
+ * function at all).
  * The backward functions recompute their segment's forward pass from its input, so only segment
  * boundaries are stored between the passes; dropout masks come from `seed` and repeat exactly.
  * The first segment has no d input. A model without blocks is one segment: LeNet-5 compiles to
@@ -60,8 +63,14 @@ struct LoweredSegment {
   std::vector<Halide::Func> new_buffers;  ///< Updated running statistics, one per buffer.
   ops::LossFuncs loss;                    ///< train_last.
   Halide::ImageParam output_grad;         ///< backward: d loss / d output.
-  std::vector<Halide::Func> grads;        ///< d loss / d param, one per `params`.
-  Halide::Func input_grad;                ///< d loss / d input (defined except in the first).
+  /// d loss / d param for the trainable ones among `params` (Param::trainable), in order;
+  /// grad_params[i] is the position in `params` of grads[i].
+  std::vector<Halide::Func> grads;
+  std::vector<int> grad_params;
+  Halide::Func input_grad;  ///< d loss / d input.
+  /// Whether the functions output input_grad: not in the first segment, nor where every
+  /// segment before is frozen (NeedsInputGrad in model.h).
+  bool needs_input_grad = false;
 
   /// Arguments of the compiled function in order (see the file comment).
   std::vector<Halide::Argument> arguments() const;
@@ -76,21 +85,6 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode);
 /// A string that is equal for two segments exactly when they compile to the same code: the
 /// ops, attributes, shapes and wiring, without names.
 std::string SegmentSignature(const Model& model, int index);
-
-/// The SGD update as torch.optim.SGD (dampening 0, no Nesterov) on flat parameter arrays:
-///   g = grad + weight_decay · param;  v = momentum · v + g;  param = param − lr · v.
-/// Both results come from one Tuple Func, so each element is read before it is written and the
-/// compiled function may update `params` and `velocity` in place.
-struct LoweredUpdate {
-  Halide::Param<float> lr{"lr"}, momentum{"momentum"}, weight_decay{"weight_decay"};
-  Halide::ImageParam params{Halide::Float(32), 1, "params"};
-  Halide::ImageParam grads{Halide::Float(32), 1, "grads"};
-  Halide::ImageParam velocity{Halide::Float(32), 1, "velocity"};
-  Halide::Func updated{"updated"};  ///< Tuple (new params, new velocity).
-
-  std::vector<Halide::Argument> arguments() const;
-};
-LoweredUpdate LowerSgdUpdate(const Model& model);
 
 }  // namespace kiln
 

@@ -1,5 +1,6 @@
 #include "compiler/model.h"
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -653,6 +654,60 @@ absl::StatusOr<Model> ModelBuilder::build() && {
     model_.segments.push_back(s);
   }
   return std::move(model_);
+}
+
+absl::Status FreezeThrough(Model& model, const std::string& name) {
+  // "layer2" names the blocks "layer2.0", "layer2.1", ... as well as a layer or block "layer2".
+  auto named = [&](const std::string& n) {
+    return n == name || (n.size() > name.size() && n.compare(0, name.size(), name) == 0 &&
+                         n[name.size()] == '.');
+  };
+  int last = -1;
+  for (size_t i = 0; i < model.layers.size(); ++i) {
+    if (named(model.layers[i].name)) last = std::max(last, static_cast<int>(i));
+  }
+  for (const Block& block : model.blocks) {
+    if (named(block.name)) last = std::max(last, block.last);
+  }
+  if (last < 0) {
+    std::vector<std::string> names;
+    for (const Layer& l : model.layers) {
+      if (!l.params.empty()) names.push_back(l.name);
+    }
+    for (const Block& block : model.blocks) names.push_back(block.name);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", model.name, "' has no layer or block '", name,
+        "' to freeze through; layers with parameters and blocks: ", absl::StrJoin(names, ", ")));
+  }
+  bool trainable_left = false;
+  for (int i = last + 1; i < static_cast<int>(model.layers.size()); ++i) {
+    trainable_left = trainable_left || !model.layers[i].params.empty();
+  }
+  if (!trainable_left) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "freezing model '", model.name, "' through '", name,
+        "' leaves no parameter to train; freeze through an earlier layer"));
+  }
+  for (int i = 0; i <= last; ++i) {
+    for (int p : model.layers[i].params) model.params[p].trainable = false;
+  }
+  return absl::OkStatus();
+}
+
+bool NeedsBackward(const Model& model, int index) {
+  return NeedsInputGrad(model, index + 1);
+}
+
+bool NeedsInputGrad(const Model& model, int index) {
+  for (int k = 0; k < index && k < static_cast<int>(model.segments.size()); ++k) {
+    const Segment& s = model.segments[k];
+    for (int l = s.first; l <= s.last; ++l) {
+      for (int p : model.layers[l].params) {
+        if (model.params[p].trainable) return true;
+      }
+    }
+  }
+  return false;
 }
 
 }  // namespace kiln

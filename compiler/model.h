@@ -73,6 +73,8 @@ struct Param {
   int64_t offset = 0;
   int64_t fan_in = 0;
   float initial_value = 0;  ///< The constant start when fan_in is 0.
+  /// False when frozen (FreezeThrough): the training functions compute no gradient for it.
+  bool trainable = true;
 
   int64_t numel() const;
 };
@@ -179,6 +181,20 @@ struct Tensor {
 };
 
 /// Defines a model layer by layer. Not thread-safe; use one builder per model.
+/// Freezes the parameters of layer or block `name` (or of the blocks `name`.0, `name`.1, ...: a
+/// ResNet stage such as "layer2") and of every layer defined before it: a
+/// compile-time choice, so the training functions compute no gradients for them and no input
+/// gradients below the lowest trainable layer (the backward pass there is pruned). Their running
+/// statistics still update in training mode. Errors: InvalidArgument when `name` is neither a
+/// layer nor a block (the message lists those with parameters), or when it would freeze every
+/// parameter.
+absl::Status FreezeThrough(Model& model, const std::string& name);
+
+/// Whether segment `index` or one before it has a trainable parameter, so that its backward
+/// pass is needed; and whether one before it has, so that its input gradient is.
+bool NeedsBackward(const Model& model, int index);
+bool NeedsInputGrad(const Model& model, int index);
+
 class ModelBuilder {
  public:
   ModelBuilder(std::string name, ModelOptions options);

@@ -20,8 +20,9 @@ absl::StatusOr<Model> Lenet5(const ModelOptions& options) {
   x = net.flatten(x);
   x = net.dense("fc1", x, 84);                                    // F6: 84
   x = net.relu(x);
-  x = net.dense("fc2", x, 10);                                    // output: 10
-  net.cross_entropy_loss(x, 10);
+  const int64_t classes = options.classes_or(10);
+  x = net.dense("fc2", x, classes);                               // output: 10 by default
+  net.cross_entropy_loss(x, classes);
   return std::move(net).build();
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -103,6 +104,11 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
   if (status.ok()) status = CheckSize(model, state.params, model.num_params, "parameter");
   if (status.ok()) status = CheckSize(model, state.velocity, model.num_params, "momentum");
   if (status.ok()) status = CheckSize(model, state.buffers, model.num_buffer_values, "buffer");
+  for (const std::vector<float>* moment : {&state.exp_avg, &state.exp_avg_sq}) {
+    if (status.ok() && !moment->empty()) {
+      status = CheckSize(model, *moment, model.num_params, "Adam moment");
+    }
+  }
   if (!status.ok()) return status;
 
   TensorFile file;
@@ -114,6 +120,12 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
     status = AddTensor(path, p.name, p, state.params, file);
     if (status.ok()) {
       status = AddTensor(path, absl::StrCat(kMomentumPrefix, p.name), p, state.velocity, file);
+    }
+    if (status.ok() && !state.exp_avg.empty()) {
+      status = AddTensor(path, absl::StrCat(kExpAvgPrefix, p.name), p, state.exp_avg, file);
+    }
+    if (status.ok() && !state.exp_avg_sq.empty()) {
+      status = AddTensor(path, absl::StrCat(kExpAvgSqPrefix, p.name), p, state.exp_avg_sq, file);
     }
     if (!status.ok()) return status;
   }
@@ -137,7 +149,9 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::str
   std::vector<ExpectedTensor> expected;
   for (const ParamInfo& p : model.params) {
     expected.push_back({p.name, p.shape, /*required=*/true});
-    expected.push_back({absl::StrCat(kMomentumPrefix, p.name), p.shape, /*required=*/false});
+    for (absl::string_view prefix : {kMomentumPrefix, kExpAvgPrefix, kExpAvgSqPrefix}) {
+      expected.push_back({absl::StrCat(prefix, p.name), p.shape, /*required=*/false});
+    }
   }
   for (const ParamInfo& b : model.buffers) expected.push_back({b.name, b.shape, true});
   const DType kF32Only[] = {DType::kF32};
@@ -159,17 +173,76 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::str
   }
 
   ModelState loaded = ZeroState(model);
-  for (const ParamInfo& p : model.params) {
-    CopyF32(file->tensors.at(p.name), p, loaded.params);
-    const auto momentum = file->tensors.find(absl::StrCat(kMomentumPrefix, p.name));
-    if (momentum != file->tensors.end()) CopyF32(momentum->second, p, loaded.velocity);
-  }
+  // Copies the tensors named prefix + parameter name that the file has into `array`; sizes it
+  // (zeros) first unless it may stay empty and the file has none.
+  auto load_state = [&](absl::string_view prefix, std::vector<float>& array, bool optional) {
+    bool any = false;
+    for (const ParamInfo& p : model.params) any = any || file->tensors.count(absl::StrCat(prefix, p.name));
+    if (!any && optional) return;
+    array.assign(model.num_params, 0.0f);
+    for (const ParamInfo& p : model.params) {
+      const auto found = file->tensors.find(absl::StrCat(prefix, p.name));
+      if (found != file->tensors.end()) CopyF32(found->second, p, array);
+    }
+  };
+  for (const ParamInfo& p : model.params) CopyF32(file->tensors.at(p.name), p, loaded.params);
+  load_state(kMomentumPrefix, loaded.velocity, /*optional=*/false);
+  load_state(kExpAvgPrefix, loaded.exp_avg, /*optional=*/true);
+  load_state(kExpAvgSqPrefix, loaded.exp_avg_sq, /*optional=*/true);
   for (const ParamInfo& b : model.buffers) CopyF32(file->tensors.at(b.name), b, loaded.buffers);
 
   Replace(state.params, std::move(loaded.params));
   Replace(state.velocity, std::move(loaded.velocity));
   Replace(state.buffers, std::move(loaded.buffers));
+  Replace(state.exp_avg, std::move(loaded.exp_avg));
+  Replace(state.exp_avg_sq, std::move(loaded.exp_avg_sq));
   return std::move(file->metadata);
+}
+
+absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
+                                                const CompiledModel& model, ModelState& state) {
+  absl::Status status = CheckLayout(model);
+  if (status.ok()) status = CheckSize(model, state.params, model.num_params, "parameter");
+  if (status.ok()) status = CheckSize(model, state.buffers, model.num_buffer_values, "buffer");
+  if (!status.ok()) return status;
+  absl::StatusOr<TensorFile> file = ReadSafetensors(path);
+  if (!file.ok()) return file.status();
+
+  PretrainedReport report;
+  std::vector<std::string> missing;
+  // (tensor, its entry, its array) to copy once everything is checked.
+  std::vector<std::tuple<const TensorData*, const ParamInfo*, std::vector<float>*>> copies;
+  auto take = [&](const ParamInfo& p, std::vector<float>& array) {
+    const auto found = file->tensors.find(p.name);
+    if (found == file->tensors.end()) {
+      missing.push_back(absl::StrCat("tensor '", p.name, "' is missing (expected shape ",
+                                     FormatShape(p.shape), ")"));
+    } else if (found->second.dtype != DType::kF32 || found->second.shape != p.shape) {
+      report.kept.push_back(absl::StrCat(p.name, " ", FormatShape(p.shape), " (the file has ",
+                                         DTypeName(found->second.dtype), " ",
+                                         FormatShape(found->second.shape), ")"));
+    } else {
+      report.loaded.push_back(p.name);
+      copies.emplace_back(&found->second, &p, &array);
+    }
+  };
+  for (const ParamInfo& p : model.params) take(p, state.params);
+  const size_t kept_params = report.kept.size();
+  for (const ParamInfo& b : model.buffers) take(b, state.buffers);
+  if (!missing.empty()) {
+    return absl::InvalidArgumentError(FormatDifferences(
+        absl::StrCat("checkpoint '", path, "' cannot initialize model '", model.name, "'"),
+        missing,
+        "Use a checkpoint of the same architecture (layer names must match; only shapes, such "
+        "as a classifier head's, may differ)."));
+  }
+  if (kept_params == model.params.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint '", path, "' has no parameter of model '", model.name,
+        "' with a matching shape; use a checkpoint of the same architecture"));
+  }
+  for (const auto& [tensor, p, array] : copies) CopyF32(*tensor, *p, *array);
+  return report;
 }
 
 TensorDifferences CompareTensors(const std::map<std::string, TensorData>& tensors,

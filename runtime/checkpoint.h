@@ -14,6 +14,8 @@
  * File layout, all tensors F32 with the shape of their ParamInfo:
  *   <param name>                   each parameter, e.g. "conv1.weight"
  *   momentum_buffer.<param name>   its SGD momentum (torch.optim.SGD's "momentum_buffer")
+ *   exp_avg.<param name>           Adam's moments (torch.optim.Adam's names), only when the
+ *   exp_avg_sq.<param name>          state has them
  *   <buffer name>                  each running statistic, e.g. "bn1.running_mean"
  * and the metadata "kiln.model" (the model name) and "kiln.num_params", beside the caller's.
  */
@@ -43,10 +45,15 @@ struct ModelState {
   std::vector<float> params;
   std::vector<float> velocity;
   std::vector<float> buffers;
+  /// Adam's moments: `num_params` values each, or empty when the run does not use Adam.
+  std::vector<float> exp_avg;
+  std::vector<float> exp_avg_sq;
 };
 
-/// The name prefix of momentum tensors in a checkpoint.
+/// The name prefixes of optimizer-state tensors in a checkpoint.
 inline constexpr absl::string_view kMomentumPrefix = "momentum_buffer.";
+inline constexpr absl::string_view kExpAvgPrefix = "exp_avg.";
+inline constexpr absl::string_view kExpAvgSqPrefix = "exp_avg_sq.";
 
 /// Returns a state with the sizes that `model` needs, every value zero.
 ModelState ZeroState(const CompiledModel& model);
@@ -68,7 +75,8 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
 /// Reads the checkpoint at `path` into `state` and returns its metadata.
 ///
 /// Every parameter and every buffer of `model` is required, as an F32 tensor of its shape. A
-/// momentum tensor may be absent, and the momentum of that parameter is then zero. The file must
+/// momentum tensor may be absent, and the momentum of that parameter is then zero. Adam's moments
+/// are loaded when the file has any (absent ones are zero); otherwise they come back empty. The file must
 /// contain no other tensors, and its "kiln.model", when present, must be `model.name`.
 /// On success `state` has the sizes that `model` needs, whatever it held before. An array that
 /// already had its size keeps its storage, so pointers into it (Halide buffers) stay valid.
@@ -78,6 +86,24 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
 absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path,
                                                                   const CompiledModel& model,
                                                                   ModelState& state);
+
+/// What LoadPretrained took from a checkpoint.
+struct PretrainedReport {
+  std::vector<std::string> loaded;  ///< Parameters and buffers copied from the file.
+  /// Parameters and buffers whose shape differs in the file (a classifier head for another
+  /// number of classes): left as they were in the state, e.g. freshly initialized.
+  std::vector<std::string> kept;
+};
+
+/// Transfer learning: copies into `state` the parameters and running statistics of the
+/// checkpoint at `path` (saved by Kiln or converted by kiln import-weights) whose names and
+/// shapes match `model`'s. Tensors of another shape are left alone and listed in `kept`;
+/// optimizer state and tensors the model lacks are ignored. `state` must have the model's sizes.
+/// Errors: InvalidArgument, changing nothing, when a parameter or buffer of the model is missing
+/// from the file (the message lists them all) or when every parameter would be kept; read errors
+/// are those of ReadSafetensors.
+absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
+                                                const CompiledModel& model, ModelState& state);
 
 // ---------------------------------------------------------------------------------------------
 // Comparing a file with a model (shared by LoadCheckpoint and ImportTorchStateDict)

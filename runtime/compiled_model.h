@@ -27,6 +27,9 @@ struct ParamInfo {
   int64_t numel = 0;
   int64_t fan_in = 0;
   float initial_value = 0;  ///< The constant start when fan_in is 0 (BatchNorm, buffers).
+  /// False for the parameters a model freezes: the compiled step computes no gradient for them
+  /// and optimizers leave them alone.
+  bool trainable = true;
 };
 
 /// One row of the model summary.
@@ -49,7 +52,8 @@ using SegmentForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const*
 using SegmentTrainForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
                                       halide_buffer_t* const* buffers, uint32_t seed,
                                       halide_buffer_t* output, halide_buffer_t* const* new_buffers);
-/// `input_grad` is ignored (may be null) in the first segment.
+/// `grads` holds the segment's trainable parameters only (ParamInfo::trainable). `input_grad` is
+/// ignored (may be null) when the segment before has no backward function, or in the first.
 using SegmentBackwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
                                   uint32_t seed, halide_buffer_t* output_grad,
                                   halide_buffer_t* input_grad, halide_buffer_t* const* grads);
@@ -61,17 +65,12 @@ using SegmentTrainLastFn = int (*)(halide_buffer_t* input, halide_buffer_t* targ
                                    halide_buffer_t* loss, halide_buffer_t* correct,
                                    halide_buffer_t* input_grad, halide_buffer_t* const* grads,
                                    halide_buffer_t* const* new_buffers);
-/// SGD with momentum and weight decay on the flat arrays (torch.optim.SGD semantics). The output
-/// buffers may alias `params` and `velocity` (in-place update).
-using UpdateFn = int (*)(float lr, float momentum, float weight_decay, halide_buffer_t* params,
-                         halide_buffer_t* grads, halide_buffer_t* velocity,
-                         halide_buffer_t* params_out, halide_buffer_t* velocity_out);
-
 /// The compiled code of one distinct segment; identical blocks share one.
 struct SegmentFunctions {
   SegmentForwardFn forward = nullptr;
   SegmentTrainForwardFn train_forward = nullptr;  ///< Null in the last segment.
-  SegmentBackwardFn backward = nullptr;           ///< Null in the last segment.
+  /// Null in the last segment, and below the lowest trainable layer of a frozen model.
+  SegmentBackwardFn backward = nullptr;
   SegmentTrainLastFn train_last = nullptr;        ///< Only in the last segment.
 };
 
@@ -108,7 +107,6 @@ struct CompiledModel {
   std::vector<LayerInfo> layers;
   std::vector<SegmentFunctions> functions;
   std::vector<SegmentInfo> segments;
-  UpdateFn update = nullptr;
 };
 
 /// Returns the registered compiled model `name`, or nullptr.

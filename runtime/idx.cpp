@@ -16,9 +16,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 
@@ -427,6 +430,76 @@ absl::StatusOr<Dataset> TakeFirst(const Dataset& d, int64_t n) {
                       d.images.begin() + static_cast<std::ptrdiff_t>(sample_elements * n));
   first.labels.assign(d.labels.begin(), d.labels.begin() + static_cast<std::ptrdiff_t>(n));
   return first;
+}
+
+absl::StatusOr<Dataset> SelectClasses(const Dataset& d, const std::vector<int>& classes,
+                                      int64_t per_class) {
+  if (classes.empty()) return absl::InvalidArgumentError("the class list is empty; e.g. 0-4");
+  if (per_class < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the per-class sample count %d is negative; use 0 for all samples", per_class));
+  }
+  std::vector<int> position(std::max(d.num_classes, 1), -1);
+  for (size_t i = 0; i < classes.size(); ++i) {
+    const int c = classes[i];
+    if (c < 0 || c >= d.num_classes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "class %d is outside the dataset's %d classes (0 to %d)", c, d.num_classes,
+          d.num_classes - 1));
+    }
+    if (position[c] >= 0) {
+      return absl::InvalidArgumentError(absl::StrFormat("class %d is listed twice", c));
+    }
+    position[c] = static_cast<int>(i);
+  }
+  const int64_t sample = static_cast<int64_t>(d.channels) * d.height * d.width;
+  Dataset out;
+  out.channels = d.channels;
+  out.height = d.height;
+  out.width = d.width;
+  out.num_classes = static_cast<int>(classes.size());
+  out.images_path = d.images_path;
+  out.labels_path = d.labels_path;
+  std::vector<int64_t> taken(classes.size(), 0);
+  for (int64_t i = 0; i < d.count; ++i) {
+    const int label = d.labels[i];
+    if (label < 0 || label >= d.num_classes || position[label] < 0) continue;
+    const int k = position[label];
+    if (per_class > 0 && taken[k] >= per_class) continue;
+    ++taken[k];
+    out.labels.push_back(k);
+    out.images.insert(out.images.end(), d.images.begin() + i * sample,
+                      d.images.begin() + (i + 1) * sample);
+  }
+  for (size_t k = 0; k < classes.size(); ++k) {
+    if (taken[k] == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "class %d has no samples%s", classes[k],
+          d.labels_path.empty() ? "" : absl::StrCat(" in ", d.labels_path)));
+    }
+  }
+  out.count = static_cast<int64_t>(out.labels.size());
+  return out;
+}
+
+absl::StatusOr<std::vector<int>> ParseClassList(const std::string& spec) {
+  std::vector<int> classes;
+  for (absl::string_view part : absl::StrSplit(spec, ',')) {
+    part = absl::StripAsciiWhitespace(part);
+    std::vector<absl::string_view> range = absl::StrSplit(part, absl::MaxSplits('-', 1));
+    int first = 0, last = 0;
+    const bool valid = absl::SimpleAtoi(range[0], &first) &&
+                       (range.size() == 1 ? (last = first, true)
+                                          : absl::SimpleAtoi(range[1], &last)) &&
+                       first >= 0 && first <= last;
+    if (!valid) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "class list entry '", part, "' is not a class or a range such as 0-4; e.g. 0-4 or "
+          "5,6,7,8,9"));
+    }
+    for (int c = first; c <= last; ++c) classes.push_back(c);
+  }
+  return classes;
 }
 
 }  // namespace kiln

@@ -108,6 +108,17 @@ absl::StatusOr<Dataset> LoadIdxDataset(const std::string& dir, const std::string
 /// d.count, or if the sizes of d.images and d.labels do not match its count and image shape.
 absl::StatusOr<Dataset> TakeFirst(const Dataset& d, int64_t n);
 
+/// Returns the samples of `d` whose labels are in `classes`, relabelled by their position there
+/// (classes {5, 6, 7, 8, 9} become 0..4), in their original order, with at most `per_class`
+/// samples of each class (the first ones; 0 keeps all). num_classes becomes classes.size().
+/// Errors: InvalidArgument for an empty list, a repeated class, a class outside
+/// [0, d.num_classes), a negative `per_class`, or a class without samples (each names the class).
+absl::StatusOr<Dataset> SelectClasses(const Dataset& d, const std::vector<int>& classes,
+                                      int64_t per_class = 0);
+
+/// Parses a class list such as "0-4" or "5,6,7,8,9" (ranges and single classes, comma-separated).
+absl::StatusOr<std::vector<int>> ParseClassList(const std::string& spec);
+
 /// Directory into which the Debian package dataset-fashion-mnist installs the gzip-compressed
 /// Fashion-MNIST IDX files.
 inline constexpr char kDefaultDataDir[] = "/usr/share/datasets/fashion-mnist";

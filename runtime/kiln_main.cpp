@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
@@ -24,11 +25,13 @@
 #include "bench/bench.h"
 #include "fmt/core.h"
 #include "runtime/atomic_file.h"
+#include "runtime/augment.h"
 #include "runtime/compiled_model.h"
 #include "runtime/idx.h"
 #include "runtime/import_weights.h"
 #include "runtime/network.h"
 #include "runtime/plot.h"
+#include "runtime/run_report.h"
 #include "runtime/safetensors.h"
 #include "runtime/summary.h"
 #include "runtime/trainer.h"
@@ -37,9 +40,29 @@ ABSL_FLAG(std::string, model, "lenet5", "Compiled model to use.");
 ABSL_FLAG(std::string, data, kiln::kDefaultDataDir,
           "Directory with the IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].");
 ABSL_FLAG(int, epochs, 10, "Training epochs (passes over the training set).");
-ABSL_FLAG(double, lr, 0.01, "SGD learning rate.");
+ABSL_FLAG(std::string, optimizer, "sgd",
+          "sgd, adam or adamw (torch.optim.SGD, Adam and AdamW).");
+ABSL_FLAG(double, lr, 0.01, "Base learning rate (before --lr-schedule and --lr-mult).");
 ABSL_FLAG(double, momentum, 0.9, "SGD momentum, in [0, 1).");
-ABSL_FLAG(double, weight_decay, 0.0, "L2 weight decay added to each gradient (PyTorch's SGD).");
+ABSL_FLAG(bool, nesterov, false, "SGD: Nesterov momentum.");
+ABSL_FLAG(double, weight_decay, 0.0,
+          "Weight decay: added to each gradient (sgd, adam) or decoupled (adamw).");
+ABSL_FLAG(double, beta1, 0.9, "Adam/AdamW: decay of the first moment, in [0, 1).");
+ABSL_FLAG(double, beta2, 0.999, "Adam/AdamW: decay of the second moment, in [0, 1).");
+ABSL_FLAG(double, eps, 1e-8, "Adam/AdamW: term added to the denominator.");
+ABSL_FLAG(double, max_grad_norm, 0.0,
+          "Clip the gradients to this global L2 norm before each step (clip_grad_norm_); 0: off.");
+ABSL_FLAG(std::string, lr_mult, "",
+          "Per-layer learning-rate factors, e.g. conv1=0.1,conv2=0.5 (layer or block names).");
+ABSL_FLAG(std::string, lr_schedule, "constant",
+          "Learning rate per epoch: constant, step (x --lr-gamma every --lr-step-size epochs) or "
+          "cosine (down to --min-lr at the last epoch).");
+ABSL_FLAG(int, lr_step_size, 30, "step schedule: epochs between decays.");
+ABSL_FLAG(double, lr_gamma, 0.1, "step schedule: factor per decay.");
+ABSL_FLAG(double, min_lr, 0.0, "cosine schedule: the final learning rate.");
+ABSL_FLAG(int, warmup_epochs, 0,
+          "Epochs of linear warm-up from --warmup-start-factor x lr before the schedule.");
+ABSL_FLAG(double, warmup_start_factor, 0.1, "Learning-rate factor of the first warm-up epoch.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed for parameter initialization and shuffling.");
 ABSL_FLAG(int, threads, 0, "Worker threads; 0 uses all cores.");
 ABSL_FLAG(int, batch_size, 0, "Images per step; 0 uses the batch the model was compiled for.");
@@ -47,6 +70,31 @@ ABSL_FLAG(std::string, checkpoint, "",
           "Safetensors checkpoint: written after every epoch by train, read by eval and --resume.");
 ABSL_FLAG(bool, resume, false, "Continue training from --checkpoint.");
 ABSL_FLAG(int64_t, train_limit, 0, "Use only the first N training images; 0 uses all.");
+ABSL_FLAG(std::string, classes, "",
+          "Train and test on these classes only, relabelled 0, 1, ... in order: e.g. 0-4 or "
+          "5,6,7,8,9 (for a model compiled with that many classes).");
+ABSL_FLAG(int64_t, train_per_class, 0,
+          "With --classes: the first N training images of each class; 0 uses all.");
+ABSL_FLAG(std::string, augment, "",
+          "Training-set augmentation, e.g. hflip(p=0.5),resized_crop(scale=0.08:1),"
+          "perspective(distortion=0.5,p=0.5),jitter(brightness=0.4,contrast=0.4),"
+          "erase(p=0.5); none by default. Never applied to the test set.");
+ABSL_FLAG(std::string, init_from, "",
+          "Transfer learning: start from this checkpoint's parameters where names and shapes "
+          "match (a new classifier head keeps its fresh initialization).");
+ABSL_FLAG(std::string, metrics, "",
+          "Write per-step and per-epoch metrics to this .jsonl or .csv file.");
+ABSL_FLAG(bool, log_grad_norms, false,
+          "Record every parameter's gradient norm per step in the metrics.");
+ABSL_FLAG(std::string, run_dir, "",
+          "Directory for metrics.jsonl, loss/accuracy/gradient/confusion/filter plots and "
+          "report.html, rewritten after every epoch.");
+ABSL_FLAG(std::string, output, "", "augment-preview and plot-runs: the PNG file to write.");
+ABSL_FLAG(std::string, runs, "",
+          "plot-runs: NAME=METRICS_FILE pairs, comma-separated (e.g. plain=a/metrics.jsonl).");
+ABSL_FLAG(std::string, metric, "accuracy", "plot-runs: accuracy, loss or layer-norms.");
+ABSL_FLAG(int, images, 8, "augment-preview: rows (training images).");
+ABSL_FLAG(int, variants, 7, "augment-preview: augmented draws per image.");
 ABSL_FLAG(int64_t, test_limit, 0, "Use only the first N test images; 0 uses all.");
 ABSL_FLAG(std::string, from, "",
           "import-weights: a PyTorch state_dict saved as safetensors (torchvision names).");
@@ -69,11 +117,19 @@ namespace {
 constexpr char kUsage[] =
     "Trains and evaluates Kiln's compiled models.\n\n"
     "Usage:\n"
-    "  kiln train   [--model lenet5] [--data DIR] [--epochs N] [--lr X] [--momentum X]\n"
-    "               [--weight-decay X] [--batch-size N] [--seed N] [--threads N]\n"
+    "  kiln train   [--model lenet5] [--data DIR] [--epochs N] [--batch-size N] [--seed N]\n"
+    "               [--optimizer sgd|adam|adamw] [--lr X] [--momentum X] [--nesterov]\n"
+    "               [--weight-decay X] [--beta1 X] [--beta2 X] [--eps X] [--max-grad-norm X]\n"
+    "               [--lr-mult LAYER=X,...] [--lr-schedule constant|step|cosine]\n"
+    "               [--lr-step-size N] [--lr-gamma X] [--min-lr X] [--warmup-epochs N]\n"
+    "               [--warmup-start-factor X] [--threads N] [--augment SPEC]\n"
+    "               [--classes 0-4 [--train-per-class N]] [--init-from CHECKPOINT]\n"
+    "               [--metrics FILE.jsonl|csv] [--log-grad-norms] [--run-dir DIR]\n"
     "               [--train-limit N] [--test-limit N] [--checkpoint PATH [--resume]]\n"
     "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
     "  kiln summary [--model lenet5]\n"
+    "  kiln augment-preview --augment SPEC --output GRID.png [--images N] [--variants N]\n"
+    "  kiln plot-runs --runs NAME=METRICS,... --metric accuracy|loss|layer-norms --output F.png\n"
     "  kiln import-weights --model NAME --from STATE_DICT.safetensors --checkpoint PATH\n"
     "  kiln bench   [--model lenet5] [--batch-size N] [--threads N] [--seconds S] [--rounds N]\n"
     "               [--schedules manual,naive,...] [--python auto|off|PATH]\n"
@@ -126,8 +182,19 @@ absl::Status ValidateFlags() {
     return absl::InvalidArgumentError(absl::StrCat("--momentum ", momentum, " must be in [0, 1)"));
   }
 
-  if (!std::isfinite(absl::GetFlag(FLAGS_weight_decay)) || !(absl::GetFlag(FLAGS_weight_decay) >= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("--weight-decay ", absl::GetFlag(FLAGS_weight_decay), " must be finite and not negative"));
+  for (const auto& [name, value] : {std::pair{"--weight-decay", absl::GetFlag(FLAGS_weight_decay)},
+                                    std::pair{"--max-grad-norm", absl::GetFlag(FLAGS_max_grad_norm)},
+                                    std::pair{"--min-lr", absl::GetFlag(FLAGS_min_lr)}}) {
+    if (!std::isfinite(value) || !(value >= 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " ", value, " must be finite and not negative"));
+    }
+  }
+  for (const auto& [name, value] : {std::pair{"--beta1", absl::GetFlag(FLAGS_beta1)},
+                                    std::pair{"--beta2", absl::GetFlag(FLAGS_beta2)}}) {
+    if (!(value >= 0 && value < 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " ", value, " must be in [0, 1)"));
+    }
   }
 
   // Halide's thread pool (Halide 14 runtime, thread_pool_common.h) uses at most 256 threads.
@@ -154,47 +221,168 @@ absl::Status ValidateFlags() {
   return absl::OkStatus();
 }
 
+// One split of --data, restricted by --classes (and --train-per-class for "train"), then by
+// `limit`.
 absl::StatusOr<kiln::Dataset> LoadSplit(const std::string& split, int64_t limit) {
   absl::StatusOr<kiln::Dataset> data = kiln::LoadIdxDataset(absl::GetFlag(FLAGS_data), split);
-  if (!data.ok() || limit == 0 || limit >= data->count) return data;
+  if (!data.ok()) return data;
+  if (!absl::GetFlag(FLAGS_classes).empty()) {
+    absl::StatusOr<std::vector<int>> classes = kiln::ParseClassList(absl::GetFlag(FLAGS_classes));
+    if (!classes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--classes: ", classes.status().message()));
+    }
+    data = kiln::SelectClasses(*data, *classes,
+                               split == "train" ? absl::GetFlag(FLAGS_train_per_class) : 0);
+    if (!data.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--classes: ", data.status().message()));
+    }
+  }
+  if (limit == 0 || limit >= data->count) return data;
   return kiln::TakeFirst(*data, limit);
 }
 
+// Reads `text` into `value` (float, int or bool); false when it is not one.
+bool ParseSaved(const std::string& text, float* value) {
+  return absl::SimpleAtof(text, value) && std::isfinite(*value);
+}
+bool ParseSaved(const std::string& text, double* value) {
+  return absl::SimpleAtod(text, value) && std::isfinite(*value);
+}
+bool ParseSaved(const std::string& text, int* value) { return absl::SimpleAtoi(text, value); }
+bool ParseSaved(const std::string& text, bool* value) {
+  if (text != "0" && text != "1") return false;
+  *value = text == "1";
+  return true;
+}
+
+// The options of kiln train from its flags.
+absl::StatusOr<kiln::TrainOptions> TrainOptionsFromFlags() {
+  kiln::TrainOptions options;
+  options.epochs = absl::GetFlag(FLAGS_epochs);
+  kiln::OptimizerOptions& o = options.optimizer;
+  absl::StatusOr<kiln::OptimizerKind> kind = kiln::ParseOptimizer(absl::GetFlag(FLAGS_optimizer));
+  if (!kind.ok()) return kind.status();
+  o.kind = *kind;
+  o.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  o.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
+  o.nesterov = absl::GetFlag(FLAGS_nesterov);
+  o.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  o.beta1 = absl::GetFlag(FLAGS_beta1);
+  o.beta2 = absl::GetFlag(FLAGS_beta2);
+  o.eps = static_cast<float>(absl::GetFlag(FLAGS_eps));
+  o.max_grad_norm = static_cast<float>(absl::GetFlag(FLAGS_max_grad_norm));
+  absl::StatusOr<std::vector<kiln::LrMultiplier>> multipliers =
+      kiln::ParseLrMultipliers(absl::GetFlag(FLAGS_lr_mult));
+  if (!multipliers.ok()) return multipliers.status();
+  o.lr_multipliers = *std::move(multipliers);
+  kiln::LrSchedule& schedule = options.schedule;
+  absl::StatusOr<kiln::LrSchedule::Kind> schedule_kind =
+      kiln::ParseLrSchedule(absl::GetFlag(FLAGS_lr_schedule));
+  if (!schedule_kind.ok()) return schedule_kind.status();
+  schedule.kind = *schedule_kind;
+  schedule.step_size = absl::GetFlag(FLAGS_lr_step_size);
+  schedule.gamma = static_cast<float>(absl::GetFlag(FLAGS_lr_gamma));
+  schedule.min_lr = static_cast<float>(absl::GetFlag(FLAGS_min_lr));
+  schedule.warmup_epochs = absl::GetFlag(FLAGS_warmup_epochs);
+  schedule.warmup_start_factor = static_cast<float>(absl::GetFlag(FLAGS_warmup_start_factor));
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.batch_size = absl::GetFlag(FLAGS_batch_size);
+  options.checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  options.resume = absl::GetFlag(FLAGS_resume);
+  options.init_from = absl::GetFlag(FLAGS_init_from);
+  options.metrics = absl::GetFlag(FLAGS_metrics);
+  options.log_grad_norms = absl::GetFlag(FLAGS_log_grad_norms);
+  options.run_dir = absl::GetFlag(FLAGS_run_dir);
+  return options;
+}
+
+// The --augment flag for images of `model`'s shape.
+absl::StatusOr<kiln::Augmentation> AugmentationFromSpec(const std::string& spec,
+                                                        const kiln::CompiledModel& model) {
+  absl::StatusOr<kiln::Augmentation> augmentation =
+      kiln::ParseAugmentation(spec, model.channels, model.height, model.width);
+  if (!augmentation.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--augment: ", augmentation.status().message()));
+  }
+  return augmentation;
+}
+
 // On --resume, hyperparameters not given on the command line continue with the checkpoint's
-// values, so a resumed run repeats the original one exactly.
+// values (kiln::TrainingMetadata), so a resumed run repeats the original one exactly.
 absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
   absl::StatusOr<kiln::TensorFile> file = kiln::ReadSafetensors(options.checkpoint);
   if (!file.ok()) return file.status();
-  struct Saved {
-    const char* flag;
-    const char* key;
-    float* value;
-    const char* label;  // as the start line of kiln train names it
+  kiln::OptimizerOptions& o = options.optimizer;
+  kiln::LrSchedule& schedule = options.schedule;
+  // Each entry: flag name, and a reader of the saved text that returns false on bad text.
+  using Reader = std::function<bool(const std::string&)>;
+  auto into = [](auto* field) { return Reader([field](const std::string& t) { return ParseSaved(t, field); }); };
+  const std::vector<std::pair<std::string, Reader>> saved = {
+      {"optimizer",
+       [&](const std::string& t) {
+         absl::StatusOr<kiln::OptimizerKind> kind = kiln::ParseOptimizer(t);
+         if (kind.ok()) o.kind = *kind;
+         return kind.ok();
+       }},
+      {"lr", into(&o.lr)},
+      {"momentum", into(&o.momentum)},
+      {"nesterov", into(&o.nesterov)},
+      {"weight_decay", into(&o.weight_decay)},
+      {"beta1", into(&o.beta1)},
+      {"beta2", into(&o.beta2)},
+      {"eps", into(&o.eps)},
+      {"max_grad_norm", into(&o.max_grad_norm)},
+      {"lr_mult",
+       [&](const std::string& t) {
+         absl::StatusOr<std::vector<kiln::LrMultiplier>> m = kiln::ParseLrMultipliers(t);
+         if (m.ok()) o.lr_multipliers = *m;
+         return m.ok();
+       }},
+      {"lr_schedule",
+       [&](const std::string& t) {
+         absl::StatusOr<kiln::LrSchedule::Kind> kind = kiln::ParseLrSchedule(t);
+         if (kind.ok()) schedule.kind = *kind;
+         return kind.ok();
+       }},
+      {"lr_step_size", into(&schedule.step_size)},
+      {"lr_gamma", into(&schedule.gamma)},
+      {"min_lr", into(&schedule.min_lr)},
+      {"warmup_epochs", into(&schedule.warmup_epochs)},
+      {"warmup_start_factor", into(&schedule.warmup_start_factor)},
+      {"augment",
+       [&](const std::string& t) {
+         absl::StatusOr<kiln::Augmentation> a = kiln::ParseAugmentation(
+             t, options.augmentation.shape.channels, options.augmentation.shape.height,
+             options.augmentation.shape.width);
+         if (a.ok()) options.augmentation = *std::move(a);
+         return a.ok();
+       }},
+      {"batch_size",
+       [&](const std::string& t) {
+         return absl::SimpleAtoi(t, &options.batch_size) && options.batch_size > 0;
+       }},
   };
   std::vector<std::string> used;
-  for (const Saved& saved :
-       {Saved{"lr", "kiln.lr", &options.sgd.lr, "lr"},
-        Saved{"momentum", "kiln.momentum", &options.sgd.momentum, "momentum"},
-        Saved{"weight_decay", "kiln.weight_decay", &options.sgd.weight_decay, "weight decay"}}) {
-    auto it = file->metadata.find(saved.key);
-    if (it == file->metadata.end() || GivenFlags().count(saved.flag) > 0) {
-      continue;
-    }
-    if (!absl::SimpleAtof(it->second, saved.value) || !std::isfinite(*saved.value)) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint '", options.checkpoint, "' has an invalid ",
-                                                     saved.key, " '", it->second,
-                                                     "'; pass --", saved.flag, " explicitly"));
-    }
-    used.push_back(absl::StrCat(saved.label, " ", it->second));
-  }
-  auto batch = file->metadata.find("kiln.batch_size");
-  if (batch != file->metadata.end() && GivenFlags().count("batch_size") == 0) {
-    if (!absl::SimpleAtoi(batch->second, &options.batch_size) || options.batch_size <= 0) {
+  for (const auto& [flag, read] : saved) {
+    auto it = file->metadata.find("kiln." + flag);
+    if (it == file->metadata.end() || GivenFlags().count(flag) > 0) continue;
+    if (!read(it->second)) {
+      std::string dashed = flag;
+      std::replace(dashed.begin(), dashed.end(), '_', '-');
       return absl::InvalidArgumentError(absl::StrCat("checkpoint '", options.checkpoint,
-                                                     "' has an invalid kiln.batch_size '", batch->second,
-                                                     "'; pass --batch-size explicitly"));
+                                                     "' has an invalid kiln.", flag, " '",
+                                                     it->second, "'; pass --", dashed,
+                                                     " explicitly"));
     }
-    used.push_back(absl::StrCat("batch size ", batch->second));
+    std::string label = flag;
+    std::replace(label.begin(), label.end(), '_', ' ');
+    used.push_back(absl::StrCat(label, " ", it->second.empty() ? "(none)" : it->second));
+  }
+  auto epochs = file->metadata.find("kiln.epochs");
+  if (epochs != file->metadata.end() && epochs->second != absl::StrCat(options.epochs) &&
+      schedule.kind == kiln::LrSchedule::Kind::kCosine) {
+    fmt::print("kiln: the checkpoint's run had --epochs {}; the cosine schedule now spans {}, so "
+               "the learning rates differ from that run\n", epochs->second, options.epochs);
   }
   if (GivenFlags().count("seed") > 0) {
     fmt::print("kiln: --seed is ignored on --resume: the checkpoint's seed keeps the shuffles of the "
@@ -216,15 +404,16 @@ int RunTrain(kiln::Network& net) {
   fmt::print("kiln: data {}, {} threads{}\n", absl::GetFlag(FLAGS_data),
              threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()),
              threads > 0 ? "" : " (all cores)");
-  kiln::TrainOptions options;
-  options.epochs = absl::GetFlag(FLAGS_epochs);
-  options.sgd.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
-  options.sgd.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
-  options.sgd.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
-  options.seed = absl::GetFlag(FLAGS_seed);
-  options.batch_size = absl::GetFlag(FLAGS_batch_size);
-  options.checkpoint = absl::GetFlag(FLAGS_checkpoint);
-  options.resume = absl::GetFlag(FLAGS_resume);
+  absl::StatusOr<kiln::TrainOptions> parsed = TrainOptionsFromFlags();
+  if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
+  kiln::TrainOptions options = *std::move(parsed);
+  absl::StatusOr<kiln::Augmentation> augmentation =
+      AugmentationFromSpec(absl::GetFlag(FLAGS_augment), net.model());
+  if (!augmentation.ok()) return Usage(std::string(augmentation.status().message()));
+  options.augmentation = *std::move(augmentation);
+  if (options.resume && !options.init_from.empty()) {
+    return Usage("--init-from starts a new run; it cannot be combined with --resume");
+  }
   if (options.resume) {
     if (absl::Status status = UseSavedHyperparameters(options); !status.ok()) return Fail(status);
   }
@@ -246,6 +435,52 @@ int RunEval(kiln::Network& net) {
   if (!result.ok()) return Fail(result.status());
   fmt::print("test loss {:.4f}  test accuracy {:.4f} ({} images)\n", result->loss, result->accuracy,
              result->count);
+  return 0;
+}
+
+// kiln augment-preview: --images training images, each beside --variants augmented draws.
+int RunAugmentPreview(const kiln::CompiledModel& model) {
+  if (absl::GetFlag(FLAGS_output).empty()) return Usage("augment-preview needs --output GRID.png");
+  if (absl::GetFlag(FLAGS_images) < 1 || absl::GetFlag(FLAGS_variants) < 0) {
+    return Usage("--images must be at least 1 and --variants at least 0");
+  }
+  absl::StatusOr<kiln::Augmentation> augmentation =
+      AugmentationFromSpec(absl::GetFlag(FLAGS_augment), model);
+  if (!augmentation.ok()) return Usage(std::string(augmentation.status().message()));
+  absl::StatusOr<kiln::Dataset> train = LoadSplit("train", absl::GetFlag(FLAGS_train_limit));
+  if (!train.ok()) return Fail(train.status());
+  if (absl::Status s = kiln::CheckDataset(model, *train, "training"); !s.ok()) return Fail(s);
+  const int images = static_cast<int>(std::min<int64_t>(absl::GetFlag(FLAGS_images), train->count));
+  absl::Status status = kiln::WriteAugmentationGrid(absl::GetFlag(FLAGS_output), *train,
+                                                    *augmentation, absl::GetFlag(FLAGS_seed),
+                                                    images, absl::GetFlag(FLAGS_variants));
+  if (!status.ok()) return Fail(status);
+  fmt::print("{}: {} images (rows), each as loaded and in {} augmented draws: {}\n",
+             absl::GetFlag(FLAGS_output), images, absl::GetFlag(FLAGS_variants),
+             augmentation->Describe());
+  return 0;
+}
+
+// kiln plot-runs: one metric of several runs' metrics logs in one chart.
+int RunPlotRuns() {
+  if (absl::GetFlag(FLAGS_output).empty() || absl::GetFlag(FLAGS_runs).empty()) {
+    return Usage("plot-runs needs --runs NAME=METRICS_FILE,... and --output FILE.png");
+  }
+  absl::StatusOr<kiln::RunMetric> metric = kiln::ParseRunMetric(absl::GetFlag(FLAGS_metric));
+  if (!metric.ok()) return Usage(absl::StrCat("--metric: ", metric.status().message()));
+  std::vector<std::pair<std::string, std::string>> runs;
+  for (absl::string_view entry : absl::StrSplit(absl::GetFlag(FLAGS_runs), ',')) {
+    std::vector<std::string> parts = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+      return Usage(absl::StrCat("--runs entry '", entry,
+                                "' is not NAME=METRICS_FILE; e.g. --runs plain=a/metrics.jsonl"));
+    }
+    runs.emplace_back(parts[0], parts[1]);
+  }
+  absl::Status status = kiln::PlotRuns(runs, *metric, absl::GetFlag(FLAGS_output));
+  if (!status.ok()) return Fail(status);
+  fmt::print("{}: {} of {} runs\n", absl::GetFlag(FLAGS_output), absl::GetFlag(FLAGS_metric),
+             runs.size());
   return 0;
 }
 
@@ -321,19 +556,22 @@ int main(int argc, char** argv) {
   std::vector<std::string> storage;
   std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  constexpr char kCommands[] = "use train, eval, summary, import-weights or bench";
+  constexpr char kCommands[] =
+      "use train, eval, summary, import-weights, augment-preview, plot-runs or bench";
   if (positional.size() != 2) {
     return Usage(positional.size() < 2 ? absl::StrCat("missing command: ", kCommands)
                                        : absl::StrCat("unexpected argument '", positional[2], "'"));
   }
   const std::string command = positional[1];
   if (command != "train" && command != "eval" && command != "summary" &&
-      command != "import-weights" && command != "bench") {
+      command != "import-weights" && command != "augment-preview" && command != "plot-runs" &&
+      command != "bench") {
     return Usage(absl::StrCat("unknown command '", command, "': ", kCommands));
   }
   if (absl::Status status = ValidateFlags(); !status.ok()) return Usage(std::string(status.message()));
 
   if (command == "bench") return RunBench();
+  if (command == "plot-runs") return RunPlotRuns();
 
   const std::string name = absl::GetFlag(FLAGS_model);
   const kiln::CompiledModel* model = kiln::FindCompiledModel(name);
@@ -353,6 +591,8 @@ int main(int argc, char** argv) {
         kiln::ImportWeightsCommand(*model, absl::GetFlag(FLAGS_from), absl::GetFlag(FLAGS_checkpoint));
     return status.ok() ? 0 : Fail(status);
   }
+
+  if (command == "augment-preview") return RunAugmentPreview(*model);
 
   kiln::SetThreads(absl::GetFlag(FLAGS_threads));
   kiln::Network net(*model);

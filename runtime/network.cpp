@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "HalideBuffer.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/checkpoint.h"
@@ -88,8 +89,8 @@ Network::Network(const CompiledModel& model)
     : model_(model),
       params_(model.num_params),
       grads_(model.num_params),
-      velocity_(model.num_params),
       buffers_(model.num_buffer_values) {
+  optimizer_.momentum.assign(model.num_params, 0.0f);
   for (const ParamInfo& b : model.buffers) {
     std::fill_n(buffers_.begin() + b.offset, b.numel, b.initial_value);
   }
@@ -111,7 +112,8 @@ void Network::InitParams(uint64_t seed) {
       params_[p.offset + i] = static_cast<float>((2 * unit - 1) * bound);
     }
   }
-  std::fill(velocity_.begin(), velocity_.end(), 0.0f);
+  optimizer_ = OptimizerState();
+  optimizer_.momentum.assign(model_.num_params, 0.0f);
   for (const ParamInfo& b : model_.buffers) {
     std::fill_n(buffers_.begin() + b.offset, b.numel, b.initial_value);
   }
@@ -166,6 +168,19 @@ absl::StatusOr<BatchResult> Network::Train(const float* images, halide_buffer_t*
       buffers(model_.buffers, buffers_.data());
   const size_t count = model_.segments.size();
   const uint64_t step = steps_++;
+  // The trainable parameters of segment k, whose gradients its functions write.
+  auto trainable = [&](size_t k) {
+    std::vector<int> indices;
+    for (int p : model_.segments[k].params) {
+      if (model_.params[p].trainable) indices.push_back(p);
+    }
+    return indices;
+  };
+  // Whether segment k's training functions write its input's gradient: only when the segment
+  // before it has a backward function (a frozen model has none below its lowest trainable layer).
+  auto writes_input_grad = [&](size_t k) {
+    return k > 0 && model_.functions[model_.segments[k - 1].functions].backward != nullptr;
+  };
   auto input_of = [&](size_t k) {
     return BatchBuffer(k == 0 ? images : outputs_[k - 1].data(), model_.segments[k].input_shape, batch);
   };
@@ -191,63 +206,101 @@ absl::StatusOr<BatchResult> Network::Train(const float* images, halide_buffer_t*
     const size_t k = count - 1;
     const SegmentInfo& segment = model_.segments[k];
     FloatBuffer input = input_of(k);
-    FloatBuffer input_grad =
-        k == 0 ? FloatBuffer() : BatchBuffer(output_grads_[k - 1].data(), segment.input_shape, batch);
+    FloatBuffer input_grad = writes_input_grad(k) ? BatchBuffer(output_grads_[k - 1].data(),
+                                                                segment.input_shape, batch)
+                                                    : FloatBuffer();
     std::vector<halide_buffer_t*> stats = buffers.of(segment.buffers);
     const int code = model_.functions[segment.functions].train_last(
         input.raw_buffer(), targets, params.of(segment.params).data(), stats.data(),
         SegmentSeed(dropout_seed_, step, k), loss.raw_buffer(), correct.raw_buffer(),
-        k == 0 ? nullptr : input_grad.raw_buffer(), grads.of(segment.params).data(), stats.data());
+        writes_input_grad(k) ? input_grad.raw_buffer() : nullptr, grads.of(trainable(k)).data(),
+        stats.data());
     absl::Status status = HalideStatus(code, absl::StrCat("train_last (segment ", k, ")"), model_);
     if (!status.ok()) return status;
   }
 
-  // Backward through the other segments in reverse.
+  // Backward through the other segments in reverse, down to the lowest trainable one.
   for (size_t k = count - 1; k-- > 0;) {
     const SegmentInfo& segment = model_.segments[k];
+    SegmentBackwardFn backward = model_.functions[segment.functions].backward;
+    if (backward == nullptr) break;
     FloatBuffer input = input_of(k);
     FloatBuffer output_grad = BatchBuffer(output_grads_[k].data(), segment.output_shape, batch);
-    FloatBuffer input_grad =
-        k == 0 ? FloatBuffer() : BatchBuffer(output_grads_[k - 1].data(), segment.input_shape, batch);
-    const int code = model_.functions[segment.functions].backward(
+    FloatBuffer input_grad = writes_input_grad(k) ? BatchBuffer(output_grads_[k - 1].data(),
+                                                                segment.input_shape, batch)
+                                                    : FloatBuffer();
+    const int code = backward(
         input.raw_buffer(), params.of(segment.params).data(), SegmentSeed(dropout_seed_, step, k),
-        output_grad.raw_buffer(), k == 0 ? nullptr : input_grad.raw_buffer(),
-        grads.of(segment.params).data());
+        output_grad.raw_buffer(), writes_input_grad(k) ? input_grad.raw_buffer() : nullptr,
+        grads.of(trainable(k)).data());
     absl::Status status = HalideStatus(code, absl::StrCat("backward (segment ", k, ")"), model_);
     if (!status.ok()) return status;
   }
   return BatchResult{loss(), correct()};
 }
 
-absl::Status Network::Update(const SgdOptions& options) {
-  const int count = static_cast<int>(model_.num_params);
-  FloatBuffer params(params_.data(), count), grads(grads_.data(), count),
-      velocity(velocity_.data(), count);
-  const int code = model_.update(options.lr, options.momentum, options.weight_decay,
-                                 params.raw_buffer(), grads.raw_buffer(), velocity.raw_buffer(),
-                                 params.raw_buffer(), velocity.raw_buffer());
-  return HalideStatus(code, "update", model_);
+absl::StatusOr<UpdateStats> Network::Update(const OptimizerOptions& options, float lr) {
+  return ApplyUpdate(options, lr, model_.params, absl::MakeSpan(params_), grads_, optimizer_);
+}
+
+absl::Status Network::Update(const SgdOptions& sgd) {
+  OptimizerOptions options;
+  options.lr = sgd.lr;
+  options.momentum = sgd.momentum;
+  options.weight_decay = sgd.weight_decay;
+  return Update(options, sgd.lr).status();
+}
+
+absl::StatusOr<std::vector<double>> Network::GradientNorms() const {
+  return kiln::GradientNorms(model_.params, grads_);
 }
 
 absl::Status Network::SaveCheckpoint(const std::string& path,
                                      const std::map<std::string, std::string>& metadata) const {
-  ModelState state{params_, velocity_, buffers_};
-  return kiln::SaveCheckpoint(path, model_, state, metadata);
+  ModelState state{params_, optimizer_.momentum, buffers_, optimizer_.exp_avg,
+                   optimizer_.exp_avg_sq};
+  std::map<std::string, std::string> all = metadata;
+  all["kiln.optimizer_steps"] = absl::StrCat(optimizer_.steps);
+  all["kiln.steps"] = absl::StrCat(steps_);
+  all["kiln.dropout_seed"] = absl::StrCat(dropout_seed_);
+  return kiln::SaveCheckpoint(path, model_, state, all);
 }
 
 absl::StatusOr<std::map<std::string, std::string>> Network::LoadCheckpoint(const std::string& path) {
   // LoadCheckpoint keeps the arrays' storage when their sizes match, so the views the generated
   // functions read stay valid; it changes nothing on error.
-  ModelState state{std::move(params_), std::move(velocity_), std::move(buffers_)};
+  ModelState state{std::move(params_), std::move(optimizer_.momentum), std::move(buffers_),
+                   std::move(optimizer_.exp_avg), std::move(optimizer_.exp_avg_sq)};
   absl::StatusOr<std::map<std::string, std::string>> metadata = kiln::LoadCheckpoint(path, model_, state);
   params_ = std::move(state.params);
-  velocity_ = std::move(state.velocity);
+  optimizer_.momentum = std::move(state.velocity);
   buffers_ = std::move(state.buffers);
+  optimizer_.exp_avg = std::move(state.exp_avg);
+  optimizer_.exp_avg_sq = std::move(state.exp_avg_sq);
+  if (!metadata.ok()) return metadata;
+  // Checkpoints from before these keys start the counts afresh.
+  uint64_t value = 0;
+  auto read = [&](const char* key, auto& field) {
+    auto it = metadata->find(key);
+    if (it != metadata->end() && absl::SimpleAtoi(it->second, &value)) field = value;
+  };
+  read("kiln.optimizer_steps", optimizer_.steps);
+  read("kiln.steps", steps_);
+  read("kiln.dropout_seed", dropout_seed_);
   return metadata;
 }
 
+absl::StatusOr<PretrainedReport> Network::LoadPretrained(const std::string& path) {
+  ModelState state{std::move(params_), {}, std::move(buffers_), {}, {}};
+  absl::StatusOr<PretrainedReport> report = kiln::LoadPretrained(path, model_, state);
+  params_ = std::move(state.params);
+  buffers_ = std::move(state.buffers);
+  return report;
+}
+
 size_t Network::StateBytes() const {
-  size_t floats = params_.size() + grads_.size() + velocity_.size() + buffers_.size();
+  size_t floats = params_.size() + grads_.size() + buffers_.size() + optimizer_.momentum.size() +
+                  optimizer_.exp_avg.size() + optimizer_.exp_avg_sq.size();
   for (const std::vector<float>& v : outputs_) floats += v.size();
   for (const std::vector<float>& v : output_grads_) floats += v.size();
   return floats * sizeof(float);

@@ -1,6 +1,6 @@
 /** \file
- * A compiled model with its state: parameters, gradients, SGD momentum and running statistics
- * in flat float arrays, and the calls into the generated functions, segment by segment: the
+ * A compiled model with its state: parameters, gradients, optimizer state and running
+ * statistics in flat float arrays, and the calls into the generated functions, segment by segment: the
  * forward pass stores each segment's output, and the backward pass runs the segments in reverse,
  * each recomputing its own forward pass from its stored input.
  *
@@ -23,11 +23,14 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "runtime/checkpoint.h"
 #include "runtime/compiled_model.h"
+#include "runtime/optimizer.h"
 
 namespace kiln {
 
-/// SGD hyperparameters, as torch.optim.SGD (no dampening, no Nesterov).
+/// SGD hyperparameters, as torch.optim.SGD (no dampening, no Nesterov); OptimizerOptions has
+/// every optimizer and option.
 struct SgdOptions {
   float lr = 0.01f;
   float momentum = 0.9f;
@@ -65,29 +68,44 @@ class Network {
   /// The same for models whose targets are tensors {batch, output} (regression, autoencoders).
   absl::StatusOr<BatchResult> Backward(const float* images, const float* targets, int batch);
 
-  /// One SGD step on the current gradients; updates parameters and momentum in place.
+  /// One optimizer step on the current gradients at learning rate `lr` (the scheduled rate;
+  /// options.lr is the base rate); updates parameters and optimizer state in place.
+  absl::StatusOr<UpdateStats> Update(const OptimizerOptions& options, float lr);
+  /// One SGD step at options.lr.
   absl::Status Update(const SgdOptions& options);
+  /// The L2 norm of each parameter's gradient, in the order of CompiledModel::params.
+  absl::StatusOr<std::vector<double>> GradientNorms() const;
 
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }
   const std::vector<float>& grads() const { return grads_; }
-  std::vector<float>& velocity() { return velocity_; }
+  /// SGD's momentum buffers.
+  std::vector<float>& velocity() { return optimizer_.momentum; }
+  OptimizerState& optimizer_state() { return optimizer_; }
+  const OptimizerState& optimizer_state() const { return optimizer_; }
   /// Running statistics, laid out by CompiledModel::buffers.
   std::vector<float>& buffers() { return buffers_; }
   const std::vector<float>& buffers() const { return buffers_; }
   /// Dropout masks of step k come from (seed, k); Backward counts the steps.
   void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
 
-  /// Saves parameters (PyTorch names and shapes, float32), momentum buffers
-  /// ("momentum_buffer.<name>") and `metadata` as safetensors, atomically.
+  /// Saves parameters (PyTorch names and shapes, float32), the optimizer state
+  /// ("momentum_buffer.<name>", "exp_avg.<name>", "exp_avg_sq.<name>") and `metadata` as
+  /// safetensors, atomically. The metadata also gets the step counts that exact resume needs:
+  /// "kiln.optimizer_steps" (Adam's t), "kiln.steps" and "kiln.dropout_seed" (dropout masks).
   absl::Status SaveCheckpoint(const std::string& path,
                               const std::map<std::string, std::string>& metadata) const;
 
-  /// Loads a checkpoint written by SaveCheckpoint; returns its metadata. On any error the
-  /// network's state is unchanged and the message lists what differs from this model.
+  /// Loads a checkpoint written by SaveCheckpoint, step counts included; returns its metadata.
+  /// On any error the network's state is unchanged and the message lists what differs from this
+  /// model.
   absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path);
 
-  /// Bytes of the state this Network holds between calls: parameters, gradients, momentum,
+  /// Copies the matching parameters and running statistics of a pretrained checkpoint
+  /// (kiln::LoadPretrained); the others, such as a new classifier head, keep their values.
+  absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path);
+
+  /// Bytes of the state this Network holds between calls: parameters, gradients, optimizer state,
   /// running statistics and the stored segment outputs and their gradients.
   size_t StateBytes() const;
 
@@ -97,7 +115,8 @@ class Network {
   void ReserveBoundaries(int batch);
 
   const CompiledModel& model_;
-  std::vector<float> params_, grads_, velocity_, buffers_;
+  std::vector<float> params_, grads_, buffers_;
+  OptimizerState optimizer_;
   std::vector<std::vector<float>> outputs_, output_grads_;  ///< One per segment but the last.
   int boundary_batch_ = 0;
   uint64_t dropout_seed_ = 0;

@@ -2,12 +2,20 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <functional>
+#include <future>
+#include <limits>
+#include <optional>
 #include <random>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "fmt/core.h"
+#include "runtime/metrics_log.h"
 #include "runtime/progress.h"
+#include "runtime/run_report.h"
 #include "runtime/safetensors.h"
 
 namespace kiln {
@@ -30,7 +38,76 @@ void GatherBatch(const Dataset& data, const std::vector<int64_t>& order, int64_t
   }
 }
 
+// One training batch, gathered (and augmented) ahead of the step that uses it.
+struct Batch {
+  std::vector<float> images;
+  std::vector<int32_t> labels;
+  absl::Status status;
+};
+
+Batch MakeBatch(const Dataset& data, const std::vector<int64_t>& order, int64_t begin, int count,
+                const Augmentation& augmentation, uint64_t seed, int epoch) {
+  Batch batch;
+  GatherBatch(data, order, begin, count, batch.images, batch.labels);
+  if (augmentation.transforms.empty()) return batch;
+  std::vector<float> augmented(batch.images.size());
+  batch.status = Augment(augmentation, batch.images.data(), count, data.channels, data.height,
+                         data.width, order.data() + begin, seed, epoch, augmented.data());
+  batch.images.swap(augmented);
+  return batch;
+}
+
 }  // namespace
+
+std::string DescribeOptimizer(const OptimizerOptions& o, const LrSchedule& schedule) {
+  std::string text = absl::StrCat(OptimizerName(o.kind), " lr ", fmt::format("{}", o.lr));
+  if (o.kind == OptimizerKind::kSgd) {
+    absl::StrAppend(&text, ", momentum ", fmt::format("{}", o.momentum),
+                    o.nesterov ? " (Nesterov)" : "");
+  } else {
+    absl::StrAppend(&text, ", betas ", fmt::format("{}", o.beta1), "/",
+                    fmt::format("{}", o.beta2), ", eps ", fmt::format("{}", o.eps));
+  }
+  absl::StrAppend(&text, ", weight decay ", fmt::format("{}", o.weight_decay));
+  if (schedule.kind != LrSchedule::Kind::kConstant || schedule.warmup_epochs > 0) {
+    absl::StrAppend(&text, ", ", LrScheduleName(schedule.kind), " schedule");
+    if (schedule.warmup_epochs > 0) {
+      absl::StrAppend(&text, " after ", schedule.warmup_epochs, " warm-up epochs");
+    }
+  }
+  if (o.max_grad_norm > 0) {
+    absl::StrAppend(&text, ", gradients clipped to norm ", fmt::format("{}", o.max_grad_norm));
+  }
+  if (!o.lr_multipliers.empty()) {
+    absl::StrAppend(&text, ", lr multipliers ", FormatLrMultipliers(o.lr_multipliers));
+  }
+  return text;
+}
+
+std::map<std::string, std::string> TrainingMetadata(const TrainOptions& options) {
+  const OptimizerOptions& o = options.optimizer;
+  const LrSchedule& s = options.schedule;
+  // fmt writes the shortest text that reads back to the same float.
+  auto text = [](auto value) { return fmt::format("{}", value); };
+  return {{"kiln.optimizer", OptimizerName(o.kind)},
+          {"kiln.lr", text(o.lr)},
+          {"kiln.momentum", text(o.momentum)},
+          {"kiln.nesterov", o.nesterov ? "1" : "0"},
+          {"kiln.weight_decay", text(o.weight_decay)},
+          {"kiln.beta1", text(o.beta1)},
+          {"kiln.beta2", text(o.beta2)},
+          {"kiln.eps", text(o.eps)},
+          {"kiln.max_grad_norm", text(o.max_grad_norm)},
+          {"kiln.lr_mult", FormatLrMultipliers(o.lr_multipliers)},
+          {"kiln.lr_schedule", LrScheduleName(s.kind)},
+          {"kiln.lr_step_size", absl::StrCat(s.step_size)},
+          {"kiln.lr_gamma", text(s.gamma)},
+          {"kiln.min_lr", text(s.min_lr)},
+          {"kiln.warmup_epochs", absl::StrCat(s.warmup_epochs)},
+          {"kiln.warmup_start_factor", text(s.warmup_start_factor)},
+          {"kiln.augment", options.augmentation.Describe()},
+          {"kiln.epochs", absl::StrCat(options.epochs)}};
+}
 
 std::vector<int64_t> EpochOrder(int64_t count, uint64_t seed, int epoch) {
   std::vector<int64_t> order(count);
@@ -65,7 +142,8 @@ absl::Status CheckDataset(const CompiledModel& model, const Dataset& data, const
   return absl::OkStatus();
 }
 
-absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch_size) {
+absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch_size,
+                                    std::vector<int>* predictions) {
   const CompiledModel& model = net.model();
   if (absl::Status s = CheckDataset(model, data, "evaluation"); !s.ok()) return s;
   if (batch_size <= 0) batch_size = model.batch_size;
@@ -74,6 +152,7 @@ absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch
   const int64_t sample = static_cast<int64_t>(data.channels) * data.height * data.width;
   std::vector<float> logits(static_cast<size_t>(batch_size) * model.num_classes);
   EvalResult result;
+  if (predictions != nullptr) predictions->assign(data.count, 0);
   double loss_sum = 0;
   int64_t correct = 0;
   for (int64_t begin = 0; begin < data.count; begin += batch_size) {
@@ -92,6 +171,7 @@ absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch
       for (int k = 0; k < model.num_classes; ++k) sum += std::exp(static_cast<double>(z[k]) - max);
       loss_sum += max + std::log(sum) - z[label];
       correct += best == label;
+      if (predictions != nullptr) (*predictions)[begin + i] = best;
     }
   }
   result.count = data.count;
@@ -115,6 +195,8 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     fmt::print(options.log, "kiln: batch size {} is larger than the {} training images; using {}\n",
                options.batch_size, train.count, batch_size);
   }
+  if (absl::Status s = CheckOptimizerOptions(options.optimizer, model.params); !s.ok()) return s;
+  if (absl::Status s = CheckLrSchedule(options.schedule, options.epochs); !s.ok()) return s;
   if (!options.checkpoint.empty()) {
     // Checked now, so a bad path fails before an epoch of work rather than after it.
     if (absl::Status s = CheckSafetensorsDestination(options.checkpoint); !s.ok()) return s;
@@ -139,15 +221,30 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     }
   } else {
     net.InitParams(seed);
+    if (!options.init_from.empty()) {
+      absl::StatusOr<PretrainedReport> report = net.LoadPretrained(options.init_from);
+      if (!report.ok()) return report.status();
+      if (options.log != nullptr) {
+        fmt::print(options.log, "kiln: initialized {} tensors from {}{}\n", report->loaded.size(),
+                   options.init_from,
+                   report->kept.empty()
+                       ? ""
+                       : absl::StrCat("; newly initialized (shape differs): ",
+                                      absl::StrJoin(report->kept, ", ")));
+      }
+    }
   }
 
   if (options.log != nullptr) {
     fmt::print(options.log,
                "kiln: training {} ({} schedule, {} parameters) on {} images, testing on {}; "
-               "batch {}, lr {}, momentum {}, weight decay {}, seed {}{}\n",
+               "batch {}, {}, seed {}{}{}\n",
                model.name, model.schedule, model.num_params, train.count,
-               test != nullptr ? test->count : 0, batch_size, options.sgd.lr, options.sgd.momentum,
-               options.sgd.weight_decay, seed,
+               test != nullptr ? test->count : 0, batch_size,
+               DescribeOptimizer(options.optimizer, options.schedule), seed,
+               options.augmentation.transforms.empty()
+                   ? ""
+                   : absl::StrCat(", augmentation ", options.augmentation.Describe()),
                options.resume ? absl::StrCat(", resuming after epoch ", first_epoch) : "");
     std::fflush(options.log);
   }
@@ -157,24 +254,92 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
                first_epoch, options.epochs);
   }
 
+  // Metrics and the run directory.
+  std::string metrics_path = options.metrics;
+  if (!options.run_dir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(options.run_dir, error);
+    if (error) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot create run directory '",
+                                                      options.run_dir, "': ", error.message(),
+                                                      "; choose another --run-dir"));
+    }
+    if (metrics_path.empty()) metrics_path = options.run_dir + "/metrics.jsonl";
+  }
+  std::optional<MetricsLog> metrics;
+  if (!metrics_path.empty()) {
+    MetricsLogOptions log_options;
+    for (const ParamInfo& p : model.params) log_options.layer_names.push_back(p.name);
+    if (options.resume && std::filesystem::exists(metrics_path)) {
+      log_options.resume_after_epoch = first_epoch;
+    }
+    absl::StatusOr<MetricsLog> opened = MetricsLog::Open(metrics_path, log_options);
+    if (!opened.ok()) return opened.status();
+    metrics.emplace(*std::move(opened));
+  }
+  const std::vector<std::pair<std::string, std::string>> config = {
+      {"model", absl::StrCat(model.name, " (", model.schedule, " schedule, ", model.num_params,
+                             " parameters)")},
+      {"training images", absl::StrCat(train.count)},
+      {"test images", absl::StrCat(test != nullptr ? test->count : 0)},
+      {"epochs", absl::StrCat(options.epochs)},
+      {"batch size", absl::StrCat(batch_size)},
+      {"optimizer", DescribeOptimizer(options.optimizer, options.schedule)},
+      {"augmentation", options.augmentation.Describe()},
+      {"seed", absl::StrCat(seed)}};
+
   std::vector<EpochStats> history;
-  std::vector<float> images;
-  std::vector<int32_t> labels;
+  int64_t step_count = static_cast<int64_t>(first_epoch) *
+                       ((train.count + batch_size - 1) / batch_size);
   for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
+    const float lr = static_cast<float>(
+        ScheduledLr(options.schedule, options.optimizer.lr, epoch, options.epochs));
     const std::vector<int64_t> order = EpochOrder(train.count, seed, epoch);
     ProgressBar bar(options.progress, fmt::format("epoch {}/{}", epoch + 1, options.epochs), train.count);
     double loss_sum = 0;
     int64_t correct = 0;
+    // The next batch is gathered and augmented on another thread while this one trains.
+    auto batch_at = [&](int64_t begin) {
+      const int count = static_cast<int>(std::min<int64_t>(batch_size, train.count - begin));
+      return std::async(std::launch::async, MakeBatch, std::cref(train), std::cref(order), begin,
+                        count, std::cref(options.augmentation), seed, epoch);
+    };
+    std::future<Batch> next = batch_at(0);
     for (int64_t begin = 0; begin < train.count; begin += batch_size) {
       const int count = static_cast<int>(std::min<int64_t>(batch_size, train.count - begin));
-      GatherBatch(train, order, begin, count, images, labels);
-      absl::StatusOr<BatchResult> step = net.Backward(images.data(), labels.data(), count);
+      Batch batch = next.get();
+      if (!batch.status.ok()) return batch.status;
+      if (begin + batch_size < train.count) next = batch_at(begin + batch_size);
+      absl::StatusOr<BatchResult> step = net.Backward(batch.images.data(), batch.labels.data(), count);
       if (!step.ok()) return step.status();
-      if (absl::Status s = net.Update(options.sgd); !s.ok()) return s;
+      StepRecord record;
+      if (options.log_grad_norms) {
+        absl::StatusOr<std::vector<double>> norms = net.GradientNorms();
+        if (!norms.ok()) return norms.status();
+        double squares = 0;
+        for (size_t i = 0; i < norms->size(); ++i) {
+          if (!model.params[i].trainable) continue;
+          record.layer_grad_norms.emplace_back(model.params[i].name, (*norms)[i]);
+          squares += (*norms)[i] * (*norms)[i];
+        }
+        record.grad_norm = std::sqrt(squares);
+      }
+      absl::StatusOr<UpdateStats> update = net.Update(options.optimizer, lr);
+      if (!update.ok()) return update.status();
+      if (options.optimizer.max_grad_norm > 0) record.grad_norm = update->grad_norm;
       loss_sum += static_cast<double>(step->loss) * count;
       correct += step->correct;
       bar.Update(begin + count, loss_sum / (begin + count));
+      ++step_count;
+      if (metrics) {
+        record.epoch = epoch + 1;
+        record.step = step_count;
+        record.loss = step->loss;
+        record.accuracy = static_cast<double>(step->correct) / count;
+        record.lr = lr;
+        if (absl::Status s = metrics->AppendStep(record); !s.ok()) return s;
+      }
     }
     bar.Finish();
 
@@ -189,22 +354,33 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       // good one stays.
       return absl::FailedPreconditionError(absl::StrCat(
           "training diverged in epoch ", epoch + 1, ": the mean loss is ", stats.train_loss,
-          "; lower the learning rate (now ", options.sgd.lr, ")"));
+          "; lower the learning rate (now ", lr, ")"));
     }
     if (test != nullptr) {
       absl::StatusOr<EvalResult> result = Evaluate(net, *test, batch_size);
       if (!result.ok()) return result.status();
       stats.test = *result;
     }
+    if (metrics) {
+      // Before the checkpoint: a resumed run keeps the records up to the checkpoint's epoch.
+      EpochRecord record;
+      record.epoch = stats.epoch;
+      record.train_loss = stats.train_loss;
+      record.train_accuracy = stats.train_accuracy;
+      const double nan = std::numeric_limits<double>::quiet_NaN();
+      record.test_loss = test != nullptr ? stats.test.loss : nan;
+      record.test_accuracy = test != nullptr ? stats.test.accuracy : nan;
+      record.lr = lr;
+      record.seconds = stats.seconds;
+      record.images_per_second = stats.images_per_second;
+      if (absl::Status s = metrics->AppendEpoch(record); !s.ok()) return s;
+    }
     if (!options.checkpoint.empty()) {
-      absl::Status saved = net.SaveCheckpoint(
-          options.checkpoint, {{"kiln.epoch", absl::StrCat(epoch + 1)},
-                               {"kiln.seed", absl::StrCat(seed)},
-                               {"kiln.batch_size", absl::StrCat(batch_size)},
-                               // fmt writes the shortest text that reads back to the same float.
-                               {"kiln.lr", fmt::format("{}", options.sgd.lr)},
-                               {"kiln.momentum", fmt::format("{}", options.sgd.momentum)},
-                               {"kiln.weight_decay", fmt::format("{}", options.sgd.weight_decay)}});
+      std::map<std::string, std::string> metadata = TrainingMetadata(options);
+      metadata["kiln.epoch"] = absl::StrCat(epoch + 1);
+      metadata["kiln.seed"] = absl::StrCat(seed);
+      metadata["kiln.batch_size"] = absl::StrCat(batch_size);
+      absl::Status saved = net.SaveCheckpoint(options.checkpoint, metadata);
       if (!saved.ok()) return saved;
     }
     if (options.log != nullptr) {
@@ -216,6 +392,13 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       std::fflush(options.log);
     }
     history.push_back(stats);
+    if (!options.run_dir.empty()) {
+      absl::Status s = WriteRunReport({options.run_dir, metrics_path, &net, test, config});
+      if (!s.ok()) return s;
+    }
+  }
+  if (metrics) {
+    if (absl::Status s = metrics->Close(); !s.ok()) return s;
   }
   return history;
 }

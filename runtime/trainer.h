@@ -1,6 +1,6 @@
 /** \file
- * The training loop: shuffled mini-batches, SGD steps through the compiled functions, an
- * evaluation pass per epoch, progress output and per-epoch checkpoints with exact resume.
+ * The training loop: shuffled mini-batches, optimizer steps through the compiled functions on a
+ * learning-rate schedule, an evaluation pass per epoch, progress output and per-epoch checkpoints with exact resume.
  *
  *   kiln::TrainOptions options;
  *   options.epochs = 5;
@@ -11,22 +11,42 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/augment.h"
 #include "runtime/idx.h"
 #include "runtime/network.h"
+#include "runtime/optimizer.h"
 
 namespace kiln {
 
 struct TrainOptions {
   int epochs = 10;
-  SgdOptions sgd;
+  OptimizerOptions optimizer;
+  LrSchedule schedule;  ///< Per epoch, from optimizer.lr.
   uint64_t seed = 0;      ///< Initialization and shuffling.
   int batch_size = 0;     ///< 0: the batch the model was compiled for.
   std::string checkpoint; ///< Saved after every epoch when not empty.
-  bool resume = false;    ///< Continue from `checkpoint` (parameters, momentum, epoch, seed).
+  /// Transfer learning: after initializing from `seed`, copy the parameters and running
+  /// statistics of this checkpoint whose names and shapes match (Network::LoadPretrained).
+  std::string init_from;
+  /// Continue from `checkpoint`: parameters, optimizer state, epoch, seed and step counts. The
+  /// hyperparameters are those of `options` (kiln train takes them from the checkpoint).
+  bool resume = false;
+  /// Applied to each training batch (never to the test set), with draws from (seed, epoch,
+  /// sample index); no transforms: none.
+  Augmentation augmentation;
+  /// Metrics file (.jsonl or .csv, metrics_log.h): one record per step and per epoch. On resume
+  /// the records after the checkpoint's epoch are dropped first.
+  std::string metrics;
+  /// Records each parameter's gradient norm per step in the metrics (compiled sum of squares).
+  bool log_grad_norms = false;
+  /// When set: metrics.jsonl (unless `metrics` names a file), the figures and report.html
+  /// (run_report.h), rewritten after every epoch.
+  std::string run_dir;
   std::FILE* log = stdout;     ///< Start line and one line per epoch; nullptr for none.
   std::FILE* progress = stderr;///< Progress bar, drawn only when this is a terminal.
 };
@@ -50,13 +70,22 @@ struct EpochStats {
 /// ("training", "test") starts the error message.
 absl::Status CheckDataset(const CompiledModel& model, const Dataset& data, const std::string& role);
 
-/// Evaluates every sample of `data`, including the last partial batch.
-absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch_size = 0);
+/// Evaluates every sample of `data`, including the last partial batch. Fills `predictions`
+/// (when not null) with each sample's top-1 class.
+absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch_size = 0,
+                                    std::vector<int>* predictions = nullptr);
 
 /// Trains `net` on `train` and evaluates on `test` (may be null) after each epoch. Without
 /// `resume`, parameters are initialized from options.seed first.
 absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train,
                                               const Dataset* test, const TrainOptions& options);
+
+/// One line for the start of a run: "sgd lr 0.01, momentum 0.9, weight decay 0, ...".
+std::string DescribeOptimizer(const OptimizerOptions& optimizer, const LrSchedule& schedule);
+
+/// The checkpoint metadata that records `options`' hyperparameters ("kiln.optimizer", "kiln.lr",
+/// ..., "kiln.epochs"), for resuming with the same ones.
+std::map<std::string, std::string> TrainingMetadata(const TrainOptions& options);
 
 /// Returns the sample order of `epoch` for `seed`: a Fisher–Yates shuffle from a generator
 /// seeded by both, so a resumed run trains on the same batches as an uninterrupted one.

@@ -56,7 +56,14 @@ TEST(Cli, BadValuesAreErrors) {
                         Case{"train --weight-decay=-0.1", "--weight-decay -0.1"},
                         Case{"train --lr=inf", "--lr inf must be positive and finite"},
                         Case{"train --weight-decay=nan", "--weight-decay nan"},
-                        Case{"train --resume", "--resume needs --checkpoint"}}) {
+                        Case{"train --resume", "--resume needs --checkpoint"},
+                        Case{"train --optimizer rmsprop", "unknown optimizer 'rmsprop'"},
+                        Case{"train --beta2 1", "--beta2 1 must be in [0, 1)"},
+                        Case{"train --max-grad-norm=-1", "--max-grad-norm -1"},
+                        Case{"train --lr-mult conv1", "'conv1' is not LAYER=FACTOR"},
+                        Case{"train --lr-schedule linear", "unknown learning-rate schedule"},
+                        Case{"train --augment flip", "--augment: "},
+                        Case{"augment-preview --augment hflip", "needs --output"}}) {
     Result r = RunKiln(c.arguments);
     EXPECT_EQ(r.exit_code, 2) << c.arguments << "\n" << r.output;
     EXPECT_THAT(r.output, HasSubstr(c.expected)) << c.arguments;
@@ -104,6 +111,45 @@ TEST(Cli, DeviceAsCheckpointIsRejected) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, AllOf(HasSubstr("/dev/null"), HasSubstr("not a regular file")));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("epoch   1/1")));
+}
+
+TEST(Cli, TrainingFlagsReachTheTrainer) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  Result r = RunKiln("train --epochs 2 --train-limit 128 --test-limit 64 --threads 1 "
+                     "--optimizer adamw --lr 0.002 --weight-decay 0.01 --max-grad-norm 1 "
+                     "--lr-schedule cosine --warmup-epochs 1 --lr-mult conv1=0.1 "
+                     "--augment hflip,erase --metrics " + std::string(pattern) + "/m.csv");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("adamw lr 0.002"), HasSubstr("cosine schedule after 1"),
+                              HasSubstr("clipped to norm 1"), HasSubstr("conv1=0.1"),
+                              HasSubstr("augmentation hflip(p=0.5),erase(")));
+  FILE* csv = std::fopen((std::string(pattern) + "/m.csv").c_str(), "r");
+  ASSERT_NE(csv, nullptr);
+  std::fclose(csv);
+}
+
+TEST(Cli, UnknownLayerInLrMultListsTheLayers) {
+  Result r = RunKiln("train --epochs 1 --train-limit 64 --test-limit 64 --lr-mult conv9=0.1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("'conv9' matches no parameter"),
+                              HasSubstr("conv1, conv2, conv3, fc1, fc2")));
+}
+
+TEST(Cli, AugmentPreviewWritesAGrid) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string png = std::string(pattern) + "/grid.png";
+  Result r = RunKiln("augment-preview --augment hflip,perspective --images 3 --variants 4 "
+                     "--train-limit 100 --output " + png);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("3 images (rows)"));
+  FILE* file = std::fopen(png.c_str(), "rb");
+  ASSERT_NE(file, nullptr);
+  unsigned char signature[8] = {};
+  EXPECT_EQ(std::fread(signature, 1, 8, file), 8u);
+  std::fclose(file);
+  EXPECT_EQ(signature[1], 'P');
 }
 
 TEST(Cli, HelpStatesDefaults) {

@@ -282,6 +282,55 @@ TEST(ModelZoo, BatchSizeFromOptions) {
   }
 }
 
+TEST(DeepMlp, TwelveDenseLayersInEachVariant) {
+  for (const auto& [name, count] : {std::pair{"deep_sigmoid", 92490}, {"deep_relu", 92490},
+                                    {"deep_relu_bn", 93770}, {"deep_residual", 92490}}) {
+    absl::StatusOr<Model> model = BuildModel(name, {});
+    ASSERT_TRUE(model.ok()) << name << ": " << model.status();
+    EXPECT_EQ(model->num_params(), count) << name;
+    int dense = 0;
+    for (const Layer& l : model->layers) dense += l.kind == OpKind::kDense;
+    EXPECT_EQ(dense, 12) << name;
+    EXPECT_EQ(model->blocks.size(), 10u) << name;
+  }
+}
+
+TEST(Freeze, FreezesThroughALayerOrAStage) {
+  absl::StatusOr<Model> lenet = BuildModel("lenet5", {});
+  ASSERT_TRUE(lenet.ok());
+  ASSERT_TRUE(FreezeThrough(*lenet, "conv2").ok());
+  std::vector<std::string> trainable;
+  for (const Param& p : lenet->params) {
+    if (p.trainable) trainable.push_back(p.name);
+  }
+  EXPECT_EQ(trainable, (std::vector<std::string>{"conv3.weight", "conv3.bias", "fc1.weight",
+                                                 "fc1.bias", "fc2.weight", "fc2.bias"}));
+  EXPECT_FALSE(NeedsInputGrad(*lenet, 0));
+
+  absl::StatusOr<Model> resnet = BuildModel("resnet20", {});
+  ASSERT_TRUE(resnet.ok());
+  ASSERT_TRUE(FreezeThrough(*resnet, "layer2").ok());
+  for (const Param& p : resnet->params) {
+    EXPECT_EQ(p.trainable, p.name.rfind("layer3.", 0) == 0 || p.name.rfind("fc.", 0) == 0)
+        << p.name;
+  }
+  // Segments: the stem, nine blocks, the head. Stage 3 starts at segment 7.
+  EXPECT_FALSE(NeedsBackward(*resnet, 6));
+  EXPECT_TRUE(NeedsBackward(*resnet, 7));
+  EXPECT_FALSE(NeedsInputGrad(*resnet, 7));
+  EXPECT_TRUE(NeedsInputGrad(*resnet, 8));
+}
+
+TEST(Freeze, BadNamesAndFreezingEverythingAreErrors) {
+  absl::StatusOr<Model> lenet = BuildModel("lenet5", {});
+  ASSERT_TRUE(lenet.ok());
+  absl::Status unknown = FreezeThrough(*lenet, "conv9");
+  EXPECT_THAT(unknown.message(), HasSubstr("no layer or block 'conv9'"));
+  EXPECT_THAT(unknown.message(), HasSubstr("conv1, conv2, conv3, fc1, fc2"));
+  EXPECT_THAT(FreezeThrough(*lenet, "fc2").message(), HasSubstr("leaves no parameter to train"));
+  for (const Param& p : lenet->params) EXPECT_TRUE(p.trainable) << p.name;
+}
+
 TEST(Alexnet, NamesAndShapesLikeTorchvision) {
   absl::StatusOr<Model> model = BuildModel("alexnet", {});
   ASSERT_TRUE(model.ok()) << model.status();

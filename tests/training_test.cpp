@@ -80,7 +80,8 @@ TEST(Training, ShortRunLearnsFashionMnist) {
   // 0.55, where chance is 0.10. Which seed lands highest changes with the convolutions' order of
   // summation.
   TrainOptions options = QuietOptions(1);
-  options.sgd = {0.03f, 0.9f, 0.0f};
+  options.optimizer.lr = 0.03f;
+  options.optimizer.momentum = 0.9f;
   options.batch_size = 8;
   options.seed = 1;
   absl::StatusOr<std::vector<EpochStats>> history = Train(net, train, &TestSplit(), options);
@@ -152,7 +153,7 @@ TEST(Training, DivergenceStopsAndKeepsCheckpoint) {
 
   Network net(Lenet5());
   TrainOptions options = QuietOptions(1);
-  options.sgd.lr = 1e6f;
+  options.optimizer.lr = 1e6f;
   options.checkpoint = path;
   absl::StatusOr<std::vector<EpochStats>> history =
       Train(net, First(TrainSplit(), 256), nullptr, options);

@@ -608,7 +608,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       Func(stage).compute_root();
     }
   }
-  if (s.input_grad.defined() && !s.first) ScheduleOutputCopy(s.input_grad);
+  if (s.needs_input_grad) ScheduleOutputCopy(s.input_grad);
 
   // Halide makes repeated Func names unique with "$<n>", which the autodiff spells "_<n>".
   auto spelled = [](std::string n) {
@@ -649,15 +649,25 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
   }
 }
 
-void ManualUpdate(const LoweredUpdate& update, const Halide::Target& target) {
-  // Elementwise over the flat arrays: large vectors, split across threads in big chunks.
-  Func updated = update.updated;
+void ManualElementwiseUpdate(Func updated, const Halide::Target& target) {
+  // Elementwise over the flat arrays: large vectors, split across threads in big chunks. The
+  // tails are guarded: the runtime updates in place, and a shifted-inward tail would update the
+  // last elements twice.
   Var i = updated.args()[0], outer("outer"), inner("inner");
   const int lanes = target.natural_vector_size<float>();
   updated.compute_root()
       .split(i, outer, inner, lanes * 256, TailStrategy::GuardWithIf)
       .parallel(outer)
       .vectorize(inner, lanes, TailStrategy::GuardWithIf);
+}
+
+void ManualSumOfSquares(const LoweredSumOfSquares& s) {
+  // Chunks in parallel, each a vector of lanes; the serial sum of the lanes is the sum's cost
+  // only (a 64 MB array has 4,096 chunks of 16 lanes).
+  Func partial = s.partial;
+  Var lane = partial.args()[0], chunk = partial.args()[1];
+  partial.compute_root().vectorize(lane).parallel(chunk);
+  partial.update().vectorize(lane).parallel(chunk);
 }
 
 }  // namespace kiln::internal

@@ -132,20 +132,16 @@ absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pi
   return absl::OkStatus();
 }
 
-absl::Status ScheduleUpdate(const LoweredUpdate& update, Halide::Pipeline& pipeline,
-                            Scheduler scheduler, const Halide::Target& target,
-                            const MachineOptions& /*machine*/) {
-  if (scheduler == Scheduler::kNaive) {
-    internal::ComputeEverythingAtRoot(pipeline.outputs());
-    return absl::OkStatus();
-  }
+void ScheduleOptimizer(Halide::Func updated, const Halide::Target& target) {
   // NOTE: the runtime updates in place (params_out is params), and the autoschedulers split the
   // flat arrays with ShiftInwards: Li2018 and Mullapudi2016 then updated the last elements of
-  // LeNet-5's 61,706 twice (tests/schedule_test.cpp caught it). The update is one elementwise
-  // pass that every schedule would vectorize alike, so each gets the manual one, whose tail
-  // is guarded.
-  internal::ManualUpdate(update, target);
-  return absl::OkStatus();
+  // LeNet-5's 61,706 twice (tests/schedule_test.cpp caught it when each model compiled its own
+  // update). Hence one hand-written schedule, with guarded tails, for all.
+  internal::ManualElementwiseUpdate(updated, target);
+}
+
+void ScheduleSumOfSquares(const LoweredSumOfSquares& sum, const Halide::Target& /*target*/) {
+  internal::ManualSumOfSquares(sum);
 }
 
 }  // namespace kiln

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "compiler/lower.h"
 #include "compiler/model.h"
+#include "compiler/optimizers.h"
 
 namespace kiln {
 
@@ -49,11 +50,11 @@ absl::Status ScheduleSegment(const LoweredSegment& segment, Halide::Pipeline& pi
                              const MachineOptions& machine = {},
                              ForwardBatch forward_batch = ForwardBatch::kAny);
 
-/// Schedules the elementwise parameter update: naive computes it serially, every other
-/// scheduler takes the manual schedule (see the NOTE in schedule.cpp).
-absl::Status ScheduleUpdate(const LoweredUpdate& update, Halide::Pipeline& pipeline,
-                            Scheduler scheduler, const Halide::Target& target,
-                            const MachineOptions& machine = {});
+/// Schedules the optimizers of compiler/optimizers.h. They are compiled once for all models, with
+/// Kiln's hand-written schedules whatever schedule the models use: an elementwise pass over flat
+/// arrays, which every scheduler would vectorize alike (see the NOTE in schedule.cpp).
+void ScheduleOptimizer(Halide::Func updated, const Halide::Target& target);
+void ScheduleSumOfSquares(const LoweredSumOfSquares& sum, const Halide::Target& target);
 
 namespace internal {
 /// Runs a Halide autoscheduler on `pipeline`, loading its plugin on first use.
@@ -61,7 +62,8 @@ absl::Status AutoSchedule(Halide::Pipeline& pipeline, Scheduler scheduler,
                           const Halide::Target& target, const MachineOptions& machine);
 void ManualSegment(const LoweredSegment& segment, Halide::Pipeline& pipeline,
                    const Halide::Target& target, ForwardBatch forward_batch = ForwardBatch::kAny);
-void ManualUpdate(const LoweredUpdate& update, const Halide::Target& target);
+void ManualElementwiseUpdate(Halide::Func updated, const Halide::Target& target);
+void ManualSumOfSquares(const LoweredSumOfSquares& sum);
 /// Computes every Func that `outputs` call at root, in serial, unvectorized loops.
 void ComputeEverythingAtRoot(const std::vector<Halide::Func>& outputs);
 }  // namespace internal
