@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
 
 #include <sys/wait.h>
@@ -22,6 +23,7 @@
 #include "runtime/compiled_model.h"
 #include "runtime/halide_allocator.h"
 #include "runtime/network.h"
+#include "runtime/trainer.h"
 
 namespace kiln::bench {
 namespace {
@@ -126,6 +128,53 @@ Row MeasureSchedule(const CompiledModel& variant, int batch, double seconds) {
     // The figures measured before the failure are dropped with it.
     return Row{row.runner, row.schedule, std::string(status.message()), row.compile_seconds};
   }
+  return row;
+}
+
+// Measures training steps of `variant` whose batches come from the trainer's BatchPrefetcher
+// with `augmentation`, over 32 batches of random images (epoch after epoch): the cost that
+// augmentation adds to training, beside MeasureSchedule's figure.
+Row MeasureAugmentedTraining(const CompiledModel& variant, int batch, double seconds,
+                             const Augmentation& augmentation) {
+  Row row;
+  row.runner = "kiln " + variant.schedule + " + augment";
+  row.schedule = variant.schedule;
+  Dataset data;
+  data.count = static_cast<int64_t>(batch) * 32;
+  data.channels = variant.channels;
+  data.height = variant.height;
+  data.width = variant.width;
+  data.num_classes = variant.num_classes;
+  std::mt19937 generator(1);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  data.images.resize(static_cast<size_t>(data.count) * data.channels * data.height * data.width);
+  for (float& p : data.images) p = pixel(generator);
+  data.labels.resize(data.count);
+  for (int32_t& l : data.labels) l = static_cast<int32_t>(generator() % variant.num_classes);
+  std::vector<int64_t> order(data.count);
+  for (int64_t i = 0; i < data.count; ++i) order[i] = i;
+
+  Network net(variant);
+  net.InitParams(0);
+  const SgdOptions sgd{1e-6f, 0.9f, 0.0f};
+  std::unique_ptr<BatchPrefetcher> batches;
+  int epoch = 0;
+  absl::Status status;
+  row.train_images_per_second = ItemsPerSecond(
+      [&]() -> absl::Status {
+        if (batches == nullptr || batches->done()) {
+          batches.reset();  // waits for its worker
+          batches = std::make_unique<BatchPrefetcher>(data, order, batch, augmentation, 0, epoch++);
+        }
+        absl::StatusOr<const TrainingBatch*> next = batches->Next();
+        if (!next.ok()) return next.status();
+        absl::StatusOr<BatchResult> result =
+            net.Backward((*next)->images.data(), (*next)->labels.data(), (*next)->count);
+        if (!result.ok()) return result.status();
+        return net.Update(sgd);
+      },
+      batch, seconds, status);
+  if (!status.ok()) return Row{row.runner, row.schedule, std::string(status.message()), 0};
   return row;
 }
 
@@ -333,6 +382,18 @@ absl::StatusOr<Report> Run(const Options& options, std::FILE* progress) {
                      options.rounds, options.model.c_str(), schedule.c_str());
       }
       rows.push_back(MeasureSchedule(*it->second, report.batch, options.seconds));
+      if (schedule == "manual" && !options.augment.empty()) {
+        const CompiledModel& manual = *it->second;
+        absl::StatusOr<Augmentation> augmentation = ParseAugmentation(
+            options.augment, manual.channels, manual.height, manual.width);
+        if (!augmentation.ok()) return augmentation.status();
+        if (manual.targets != Targets::kClassLabels) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--augment measures classifiers; model '", options.model, "' is not one"));
+        }
+        rows.push_back(
+            MeasureAugmentedTraining(manual, report.batch, options.seconds, *augmentation));
+      }
     }
 
     for (const std::string mode : {"eager", "compile"}) {

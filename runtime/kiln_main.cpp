@@ -133,7 +133,7 @@ constexpr char kUsage[] =
     "  kiln import-weights --model NAME --from STATE_DICT.safetensors --checkpoint PATH\n"
     "  kiln bench   [--model lenet5] [--batch-size N] [--threads N] [--seconds S] [--rounds N]\n"
     "               [--schedules manual,naive,...] [--python auto|off|PATH]\n"
-    "               [--csv FILE] [--json FILE] [--png FILE]\n\n"
+    "               [--csv FILE] [--json FILE] [--png FILE] [--augment SPEC]\n\n"
     "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).";
 
 int Fail(const absl::Status& status) {
@@ -495,6 +495,7 @@ int RunBench() {
   options.seconds = absl::GetFlag(FLAGS_seconds);
   options.rounds = absl::GetFlag(FLAGS_rounds);
   options.python = absl::GetFlag(FLAGS_python);
+  options.augment = absl::GetFlag(FLAGS_augment);
   options.peer_script = std::string(KILN_SOURCE_DIR) + "/bench/pytorch_peer.py";
   if (!absl::GetFlag(FLAGS_schedules).empty()) {
     options.schedules = absl::StrSplit(absl::GetFlag(FLAGS_schedules), ',');

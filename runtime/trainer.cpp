@@ -38,26 +38,42 @@ void GatherBatch(const Dataset& data, const std::vector<int64_t>& order, int64_t
   }
 }
 
-// One training batch, gathered (and augmented) ahead of the step that uses it.
-struct Batch {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  absl::Status status;
-};
+}  // namespace
 
-Batch MakeBatch(const Dataset& data, const std::vector<int64_t>& order, int64_t begin, int count,
-                const Augmentation& augmentation, uint64_t seed, int epoch) {
-  Batch batch;
-  GatherBatch(data, order, begin, count, batch.images, batch.labels);
-  if (augmentation.transforms.empty()) return batch;
-  std::vector<float> augmented(batch.images.size());
-  batch.status = Augment(augmentation, batch.images.data(), count, data.channels, data.height,
-                         data.width, order.data() + begin, seed, epoch, augmented.data());
-  batch.images.swap(augmented);
-  return batch;
+BatchPrefetcher::BatchPrefetcher(const Dataset& data, const std::vector<int64_t>& order,
+                                 int batch_size, const Augmentation& augmentation, uint64_t seed,
+                                 int epoch)
+    : data_(data), order_(order), batch_size_(batch_size), augmentation_(augmentation),
+      seed_(seed), epoch_(epoch) {
+  if (!done()) next_ = std::async(std::launch::async, &BatchPrefetcher::Prepare, this, 0);
 }
 
-}  // namespace
+BatchPrefetcher::~BatchPrefetcher() {
+  if (next_.valid()) next_.wait();
+}
+
+BatchPrefetcher::Prepared BatchPrefetcher::Prepare(int64_t begin) const {
+  Prepared p;
+  p.batch.count =
+      static_cast<int>(std::min<int64_t>(batch_size_, static_cast<int64_t>(order_.size()) - begin));
+  GatherBatch(data_, order_, begin, p.batch.count, p.batch.images, p.batch.labels);
+  if (augmentation_.transforms.empty()) return p;
+  std::vector<float> augmented(p.batch.images.size());
+  p.status = Augment(augmentation_, p.batch.images.data(), p.batch.count, data_.channels,
+                     data_.height, data_.width, order_.data() + begin, seed_, epoch_,
+                     augmented.data());
+  p.batch.images.swap(augmented);
+  return p;
+}
+
+absl::StatusOr<const TrainingBatch*> BatchPrefetcher::Next() {
+  Prepared prepared = next_.get();
+  if (!prepared.status.ok()) return prepared.status;
+  current_ = std::move(prepared.batch);
+  begin_ += current_.count;
+  if (!done()) next_ = std::async(std::launch::async, &BatchPrefetcher::Prepare, this, begin_);
+  return &current_;
+}
 
 std::string DescribeOptimizer(const OptimizerOptions& o, const LrSchedule& schedule) {
   std::string text = absl::StrCat(OptimizerName(o.kind), " lr ", fmt::format("{}", o.lr));
@@ -299,19 +315,13 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     ProgressBar bar(options.progress, fmt::format("epoch {}/{}", epoch + 1, options.epochs), train.count);
     double loss_sum = 0;
     int64_t correct = 0;
-    // The next batch is gathered and augmented on another thread while this one trains.
-    auto batch_at = [&](int64_t begin) {
-      const int count = static_cast<int>(std::min<int64_t>(batch_size, train.count - begin));
-      return std::async(std::launch::async, MakeBatch, std::cref(train), std::cref(order), begin,
-                        count, std::cref(options.augmentation), seed, epoch);
-    };
-    std::future<Batch> next = batch_at(0);
+    BatchPrefetcher batches(train, order, batch_size, options.augmentation, seed, epoch);
     for (int64_t begin = 0; begin < train.count; begin += batch_size) {
-      const int count = static_cast<int>(std::min<int64_t>(batch_size, train.count - begin));
-      Batch batch = next.get();
-      if (!batch.status.ok()) return batch.status;
-      if (begin + batch_size < train.count) next = batch_at(begin + batch_size);
-      absl::StatusOr<BatchResult> step = net.Backward(batch.images.data(), batch.labels.data(), count);
+      absl::StatusOr<const TrainingBatch*> batch = batches.Next();
+      if (!batch.ok()) return batch.status();
+      const int count = (*batch)->count;
+      absl::StatusOr<BatchResult> step =
+          net.Backward((*batch)->images.data(), (*batch)->labels.data(), count);
       if (!step.ok()) return step.status();
       StepRecord record;
       if (options.log_grad_norms) {

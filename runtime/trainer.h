@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <future>
 #include <map>
 #include <string>
 #include <vector>
@@ -79,6 +80,48 @@ absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch
 /// `resume`, parameters are initialized from options.seed first.
 absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train,
                                               const Dataset* test, const TrainOptions& options);
+
+/// One training batch: images {count, C, H, W} and their labels.
+struct TrainingBatch {
+  std::vector<float> images;
+  std::vector<int32_t> labels;
+  int count = 0;
+};
+
+/// The batches of one epoch in `order`, each gathered and augmented on a worker thread while the
+/// caller trains on the one before. Augmentation draws come from (seed, epoch, sample index), so
+/// the batches do not depend on timing. `data`, `order` and `augmentation` must outlive it.
+class BatchPrefetcher {
+ public:
+  BatchPrefetcher(const Dataset& data, const std::vector<int64_t>& order, int batch_size,
+                  const Augmentation& augmentation, uint64_t seed, int epoch);
+  ~BatchPrefetcher();
+  BatchPrefetcher(const BatchPrefetcher&) = delete;
+  BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
+
+  /// Whether Next has returned every batch.
+  bool done() const { return begin_ >= static_cast<int64_t>(order_.size()); }
+  /// The next batch, valid until the following call; InvalidArgument when augmentation failed.
+  /// Must not be called when done().
+  absl::StatusOr<const TrainingBatch*> Next();
+
+ private:
+  struct Prepared {
+    TrainingBatch batch;
+    absl::Status status;
+  };
+  Prepared Prepare(int64_t begin) const;
+
+  const Dataset& data_;
+  const std::vector<int64_t>& order_;
+  const int batch_size_;
+  const Augmentation& augmentation_;
+  const uint64_t seed_;
+  const int epoch_;
+  int64_t begin_ = 0;
+  std::future<Prepared> next_;
+  TrainingBatch current_;
+};
 
 /// One line for the start of a run: "sgd lr 0.01, momentum 0.9, weight decay 0, ...".
 std::string DescribeOptimizer(const OptimizerOptions& optimizer, const LrSchedule& schedule);
