@@ -132,12 +132,13 @@ Row MeasureSchedule(const CompiledModel& variant, int batch, double seconds) {
 }
 
 // Measures training steps of `variant` whose batches come from the trainer's BatchPrefetcher
-// with `augmentation`, over 32 batches of random images (epoch after epoch): the cost that
-// augmentation adds to training, beside MeasureSchedule's figure.
+// with `augmentation` (none: gathering only), over 32 batches of random images, epoch after
+// epoch.
 Row MeasureAugmentedTraining(const CompiledModel& variant, int batch, double seconds,
                              const Augmentation& augmentation) {
   Row row;
-  row.runner = "kiln " + variant.schedule + " + augment";
+  row.runner = "kiln " + variant.schedule +
+               (augmentation.transforms.empty() ? " + batches" : " + augment");
   row.schedule = variant.schedule;
   Dataset data;
   data.count = static_cast<int64_t>(batch) * 32;
@@ -391,6 +392,11 @@ absl::StatusOr<Report> Run(const Options& options, std::FILE* progress) {
           return absl::InvalidArgumentError(absl::StrCat(
               "--augment measures classifiers; model '", options.model, "' is not one"));
         }
+        // The trainer's batches without augmentation, then with it: the difference is what
+        // augmentation costs (gathering fresh batches costs too, beside the fixed batch above).
+        Augmentation none = *augmentation;
+        none.transforms.clear();
+        rows.push_back(MeasureAugmentedTraining(manual, report.batch, options.seconds, none));
         rows.push_back(
             MeasureAugmentedTraining(manual, report.batch, options.seconds, *augmentation));
       }

@@ -52,8 +52,9 @@ struct Options {
   /// first that imports torch. "off" runs no peer. Anything else is the interpreter's path.
   std::string python = "auto";
   std::string peer_script;       ///< bench/pytorch_peer.py.
-  /// When not empty: the manual schedule is also measured training on batches augmented with
-  /// this spec (ParseAugmentation) on the trainer's prefetch thread, as "kiln manual + augment".
+  /// When not empty: the manual schedule is also measured training on the trainer's prefetched
+  /// batches, as "kiln manual + batches", and on batches augmented with this spec
+  /// (ParseAugmentation), as "kiln manual + augment".
   std::string augment;
 };
 

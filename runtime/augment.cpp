@@ -155,38 +155,63 @@ void Perspective(ImageShape shape, const float* image, const Quad& startpoints,
   }
   const PerspectiveCoefficients& k = *solved;
   const int64_t plane = int64_t{shape.height} * shape.width;
+  // A position more than a pixel outside the image reads only zeros, so clamping it there
+  // changes nothing and keeps the integer conversion defined (NaN goes to -2 as well).
+  auto clamp_outside = [](double v, int size) {
+    return std::min(std::max(-2.0, v), size + 1.0);  // std::max(-2.0, NaN) is -2
+  };
+  // floor() without the libm call that the baseline x86-64 target (no SSE4.1) makes.
+  auto floor_to_int = [](double v) {
+    const int truncated = static_cast<int>(v);
+    return truncated - (truncated > v ? 1 : 0);
+  };
+  // The image with a zero border (2 pixels before, 3 after), so that the 4 neighbours of any
+  // clamped position are readable without a test per neighbour: the tests mispredicted, and the
+  // transform took 17 µs per 28 x 28 image.
+  const int padded_width = shape.width + 5, padded_height = shape.height + 5;
+  const int64_t padded_plane = int64_t{padded_width} * padded_height;
+  std::vector<float> padded(static_cast<size_t>(shape.channels * padded_plane), 0.0f);
+  for (int c = 0; c < shape.channels; ++c) {
+    for (int i = 0; i < shape.height; ++i) {
+      std::copy_n(image + c * plane + int64_t{i} * shape.width, shape.width,
+                  padded.data() + c * padded_plane + int64_t{i + 2} * padded_width + 2);
+    }
+  }
+  // The weight that the neighbours at `index` and `index + 1` inside [0, size) contribute.
+  // Computed without branches, which mispredicted along the image's border.
+  auto inside_weight = [](int index, double fraction, int size) {
+    const auto inside = [size](int n) {
+      return static_cast<double>(static_cast<unsigned>(n) < static_cast<unsigned>(size));
+    };
+    return inside(index) * (1 - fraction) + inside(index + 1) * fraction;
+  };
 
+  // Per row: first the input positions (a loop the compiler vectorizes), then the samples.
+  std::vector<double> xs(shape.width), ys(shape.width);
   for (int i = 0; i < shape.height; ++i) {
     for (int j = 0; j < shape.width; ++j) {
       // The input position of this output pixel's centre, in grid_sample's pixel coordinates
       // (align_corners=False), where input pixel (r, s) has its centre at (s, r).
       const double x = j + 0.5, y = i + 0.5;
-      const double denominator = k[6] * x + k[7] * y + 1;
-      const double source_x = (k[0] * x + k[1] * y + k[2]) / denominator - 0.5;
-      const double source_y = (k[3] * x + k[4] * y + k[5]) / denominator - 0.5;
-
-      // Bilinear weights of the 4 neighbours. Those outside the image contribute 0 to the
-      // sample and to the fill mask alike.
-      const double x0 = std::floor(source_x), y0 = std::floor(source_y);
+      const double inverse = 1.0 / (k[6] * x + k[7] * y + 1);
+      xs[j] = (k[0] * x + k[1] * y + k[2]) * inverse - 0.5;
+      ys[j] = (k[3] * x + k[4] * y + k[5]) * inverse - 0.5;
+    }
+    for (int j = 0; j < shape.width; ++j) {
+      const double source_x = clamp_outside(xs[j], shape.width);
+      const double source_y = clamp_outside(ys[j], shape.height);
+      const int x0 = floor_to_int(source_x), y0 = floor_to_int(source_y);
       const double fx = source_x - x0, fy = source_y - y0;
-      const double weights[4] = {(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy};
-      int64_t offsets[4];
-      double mask = 0;
-      for (int n = 0; n < 4; ++n) {
-        const double column = x0 + (n & 1), row = y0 + (n >> 1);
-        const bool inside = column >= 0 && column < shape.width && row >= 0 && row < shape.height;
-        offsets[n] = inside ? static_cast<int64_t>(row) * shape.width + static_cast<int64_t>(column)
-                            : -1;
-        if (inside) mask += weights[n];
-      }
-
+      // torchvision samples the image and an all-ones mask with zero padding and blends with the
+      // fill value: sample * mask + (1 - mask) * fill, with fill = 0. The mask's sample is the
+      // weight of the neighbours inside the image, which factors into columns and rows.
+      const double mask =
+          inside_weight(x0, fx, shape.width) * inside_weight(y0, fy, shape.height);
+      const int64_t at = int64_t{y0 + 2} * padded_width + (x0 + 2);
       for (int c = 0; c < shape.channels; ++c) {
-        const float* source = image + c * plane;
-        double sum = 0;
-        for (int n = 0; n < 4; ++n) {
-          if (offsets[n] >= 0) sum += weights[n] * source[offsets[n]];
-        }
-        // torchvision blends with the fill value: sum * mask + (1 - mask) * fill, and fill = 0.
+        const float* p = padded.data() + c * padded_plane + at;
+        const double sum = (1 - fx) * (1 - fy) * p[0] + fx * (1 - fy) * p[1] +
+                           (1 - fx) * fy * p[padded_width] + fx * fy * p[padded_width + 1];
         out[c * plane + int64_t{i} * shape.width + j] = static_cast<float>(sum * mask);
       }
     }

@@ -85,7 +85,7 @@ ABSL_FLAG(std::string, init_from, "",
 ABSL_FLAG(std::string, metrics, "",
           "Write per-step and per-epoch metrics to this .jsonl or .csv file.");
 ABSL_FLAG(bool, log_grad_norms, false,
-          "Record every parameter's gradient norm per step in the metrics.");
+          "Record each conv and dense layer's weight-gradient norm per step in the metrics.");
 ABSL_FLAG(std::string, run_dir, "",
           "Directory for metrics.jsonl, loss/accuracy/gradient/confusion/filter plots and "
           "report.html, rewritten after every epoch.");

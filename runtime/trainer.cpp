@@ -45,11 +45,28 @@ BatchPrefetcher::BatchPrefetcher(const Dataset& data, const std::vector<int64_t>
                                  int epoch)
     : data_(data), order_(order), batch_size_(batch_size), augmentation_(augmentation),
       seed_(seed), epoch_(epoch) {
-  if (!done()) next_ = std::async(std::launch::async, &BatchPrefetcher::Prepare, this, 0);
+  if (!done()) worker_ = std::thread(&BatchPrefetcher::Work, this);
 }
 
 BatchPrefetcher::~BatchPrefetcher() {
-  if (next_.valid()) next_.wait();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+void BatchPrefetcher::Work() {
+  for (int64_t begin = 0; begin < static_cast<int64_t>(order_.size());) {
+    Prepared prepared = Prepare(begin);
+    begin += prepared.batch.count;
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return stopping_ || !ready_.has_value(); });
+    if (stopping_) return;
+    ready_ = std::move(prepared);
+    changed_.notify_all();
+  }
 }
 
 BatchPrefetcher::Prepared BatchPrefetcher::Prepare(int64_t begin) const {
@@ -67,11 +84,17 @@ BatchPrefetcher::Prepared BatchPrefetcher::Prepare(int64_t begin) const {
 }
 
 absl::StatusOr<const TrainingBatch*> BatchPrefetcher::Next() {
-  Prepared prepared = next_.get();
+  Prepared prepared;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return ready_.has_value(); });
+    prepared = std::move(*ready_);
+    ready_.reset();
+  }
+  changed_.notify_all();
   if (!prepared.status.ok()) return prepared.status;
   current_ = std::move(prepared.batch);
   begin_ += current_.count;
-  if (!done()) next_ = std::async(std::launch::async, &BatchPrefetcher::Prepare, this, begin_);
   return &current_;
 }
 
@@ -285,7 +308,9 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
   std::optional<MetricsLog> metrics;
   if (!metrics_path.empty()) {
     MetricsLogOptions log_options;
-    for (const ParamInfo& p : model.params) log_options.layer_names.push_back(p.name);
+    for (const ParamInfo& p : model.params) {
+      if (p.shape.size() >= 2) log_options.layer_names.push_back(p.name);
+    }
     if (options.resume && std::filesystem::exists(metrics_path)) {
       log_options.resume_after_epoch = first_epoch;
     }
@@ -329,9 +354,12 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
         if (!norms.ok()) return norms.status();
         double squares = 0;
         for (size_t i = 0; i < norms->size(); ++i) {
-          if (!model.params[i].trainable) continue;
-          record.layer_grad_norms.emplace_back(model.params[i].name, (*norms)[i]);
+          const ParamInfo& p = model.params[i];
+          if (!p.trainable) continue;
           squares += (*norms)[i] * (*norms)[i];
+          // Per layer: the weights of conv and dense layers (2-D and up), not biases or
+          // normalization scales.
+          if (p.shape.size() >= 2) record.layer_grad_norms.emplace_back(p.name, (*norms)[i]);
         }
         record.grad_norm = std::sqrt(squares);
       }
