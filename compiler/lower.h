@@ -9,10 +9,10 @@
  *   backward       input, params, seed, d output        → d input, d params
  *   train_last     input, targets, params, stats, seed   → loss, correct, d input, d params,
  *                  (the last segment only)                  new stats
- * where stats are the running statistics of its batch_norm layers, d params are the gradients of
- * the trainable parameters only, and d input is left out where nothing below needs it (the first
- * segment, and segments below the lowest trainable layer of a frozen model, which get no backward
- * function at all).
+ * where stats are the running statistics of its batch_norm layers and d params are the gradients
+ * of the trainable parameters only. d input is left out where nothing below needs it: in the
+ * first segment, and in the segment of a frozen model's lowest trainable layer. The segments below
+ * that one get no backward function at all.
  * The backward functions recompute their segment's forward pass from its input, so only segment
  * boundaries are stored between the passes; dropout masks come from `seed` and repeat exactly.
  * The first segment has no d input. A model without blocks is one segment: LeNet-5 compiles to
@@ -63,7 +63,7 @@ struct LoweredSegment {
   std::vector<Halide::Func> new_buffers;  ///< Updated running statistics, one per buffer.
   ops::LossFuncs loss;                    ///< train_last.
   Halide::ImageParam output_grad;         ///< backward: d loss / d output.
-  /// d loss / d param for the trainable ones among `params` (Param::trainable), in order;
+  /// d loss / d param for the trainable ones among `params` (Param::trainable), in order.
   /// grad_params[i] is the position in `params` of grads[i].
   std::vector<Halide::Func> grads;
   std::vector<int> grad_params;

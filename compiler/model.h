@@ -181,18 +181,20 @@ struct Tensor {
 };
 
 /// Defines a model layer by layer. Not thread-safe; use one builder per model.
-/// Freezes the parameters of layer or block `name` (or of the blocks `name`.0, `name`.1, ...: a
-/// ResNet stage such as "layer2") and of every layer defined before it: a
-/// compile-time choice, so the training functions compute no gradients for them and no input
-/// gradients below the lowest trainable layer (the backward pass there is pruned). Their running
-/// statistics still update in training mode. Errors: InvalidArgument when `name` is neither a
-/// layer nor a block (the message lists those with parameters), or when it would freeze every
-/// parameter.
+/// Freezes the parameters of layer or block `name` and of every layer defined before it. `name`
+/// may also name a group of blocks `name`.0, `name`.1, ..., such as the ResNet stage "layer2".
+/// Freezing is a compile-time choice: the training functions compute no gradients for frozen
+/// parameters, and none of the input gradients below the lowest trainable layer, so the backward
+/// pass there is pruned. Running statistics still update in training mode.
+/// Errors: InvalidArgument when `name` is neither a layer nor a block (the message lists those
+/// with parameters), or when it would freeze every parameter.
 absl::Status FreezeThrough(Model& model, const std::string& name);
 
-/// Whether segment `index` or one before it has a trainable parameter, so that its backward
-/// pass is needed; and whether one before it has, so that its input gradient is.
+/// Returns whether segment `index` or one before it has a trainable parameter, which is when the
+/// segment needs a backward function.
 bool NeedsBackward(const Model& model, int index);
+/// Returns whether a segment before `index` has a trainable parameter, which is when segment
+/// `index` must output its input's gradient.
 bool NeedsInputGrad(const Model& model, int index);
 
 class ModelBuilder {

@@ -69,8 +69,8 @@ LoweredSumOfSquares LowerSumOfSquares() {
   LoweredSumOfSquares s;
   SetEstimates({&s.values});
   // Chunks of kSumOfSquaresChunk elements, each summed in kSumOfSquaresLanes interleaved runs
-  // (lane l adds elements l, l + lanes, ...) so that the partial sums vectorize; elements past the
-  // end read as zero.
+  // (lane l adds elements l, l + lanes, ...) so that the partial sums vectorize. Elements past
+  // the end read as zero.
   Halide::Func value = Halide::BoundaryConditions::constant_exterior(s.values, 0.0f);
   Halide::Var chunk("chunk"), lane("lane");
   Halide::RDom k(0, kSumOfSquaresChunk / kSumOfSquaresLanes, "k");

@@ -2,7 +2,7 @@
  * The optimizers as Halide pipelines over flat float arrays: SGD (momentum, Nesterov, weight
  * decay), Adam and AdamW, and the sum of squares that gradient norms and clipping need. They
  * depend on no model, so the build compiles them once (kiln-gen --optimizers) into one library
- * that every model's trainer links; the runtime calls them on a whole flat array or on the slice
+ * that every model's trainer links. The runtime calls them on a whole flat array or on the slice
  * of one parameter tensor (runtime/optimizer.h).
  *
  * Each update reads an element of every state array before writing it, through one Tuple Func,
@@ -27,7 +27,7 @@ namespace kiln {
 ///   g = grad_scale · grad + weight_decay · param
 ///   velocity = momentum · velocity + g
 ///   param = param − lr · (nesterov ? g + momentum · velocity : velocity)
-/// With momentum 0 this is plain SGD; the velocity then holds the last g.
+/// With momentum 0 this is plain SGD, and the velocity is the last g.
 struct LoweredSgd {
   Halide::Param<float> lr{"lr"}, momentum{"momentum"}, weight_decay{"weight_decay"};
   Halide::Param<bool> nesterov{"nesterov"};

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
 namespace kiln {
@@ -110,6 +111,24 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
         error, absl::StrCat("failed to write '", path, "' (through temporary file '", temp, "')"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, std::string_view what) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", what, " '", path, "'"));
+  }
+  std::string bytes;
+  char buffer[1 << 16];
+  size_t count = 0;
+  while ((count = std::fread(buffer, 1, sizeof(buffer), file)) > 0) bytes.append(buffer, count);
+  const bool failed = std::ferror(file) != 0;
+  const int error = errno;
+  std::fclose(file);
+  if (failed) {
+    return absl::ErrnoToStatus(error, absl::StrCat("failed to read ", what, " '", path, "'"));
+  }
+  return bytes;
 }
 
 }  // namespace kiln

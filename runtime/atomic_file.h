@@ -1,6 +1,6 @@
 /** \file
  * Output files that appear whole or not at all: the bytes go to a temporary file next to the
- * destination, which a rename then moves into place.
+ * destination, which a rename then moves into place. Also the matching whole-file read.
  *
  *   if (absl::Status s = kiln::CheckOutputPath("fit.csv"); !s.ok()) return s;  // before work
  *   ...
@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace kiln {
 
@@ -26,6 +27,11 @@ absl::Status CheckOutputPath(const std::string& path);
 /// "<path>.tmp-<pid>-<n>", which is renamed to `path` once it is complete and flushed to disk.
 /// On error the temporary file is removed and `path` is unchanged. The message names `path`.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
+
+/// Returns the bytes of the file at `path`. Errors name `what` and the path: "cannot read
+/// <what> '<path>'" with the errno status when the file cannot be opened (NotFound when it is
+/// missing), "failed to read <what> '<path>'" when reading fails.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, std::string_view what);
 
 }  // namespace kiln
 

@@ -173,8 +173,8 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::str
   }
 
   ModelState loaded = ZeroState(model);
-  // Copies the tensors named prefix + parameter name that the file has into `array`; sizes it
-  // (zeros) first unless it may stay empty and the file has none.
+  // Copies the file's tensors named prefix + parameter name into `array`, which is first resized
+  // to the model's size and zeroed, unless it is optional and the file has none of them.
   auto load_state = [&](absl::string_view prefix, std::vector<float>& array, bool optional) {
     bool any = false;
     for (const ParamInfo& p : model.params) any = any || file->tensors.count(absl::StrCat(prefix, p.name));

@@ -87,7 +87,7 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::str
                                                                   const CompiledModel& model,
                                                                   ModelState& state);
 
-/// What LoadPretrained took from a checkpoint.
+/// The tensors LoadPretrained copied from a checkpoint, and those it left alone.
 struct PretrainedReport {
   std::vector<std::string> loaded;  ///< Parameters and buffers copied from the file.
   /// Parameters and buffers whose shape differs in the file (a classifier head for another
@@ -100,7 +100,7 @@ struct PretrainedReport {
 /// shapes match `model`'s. Tensors of another shape are left alone and listed in `kept`;
 /// optimizer state and tensors the model lacks are ignored. `state` must have the model's sizes.
 /// Errors: InvalidArgument, changing nothing, when a parameter or buffer of the model is missing
-/// from the file (the message lists them all) or when every parameter would be kept; read errors
+/// from the file (the message lists them all) or when every parameter would be kept. Read errors
 /// are those of ReadSafetensors.
 absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
                                                 const CompiledModel& model, ModelState& state);

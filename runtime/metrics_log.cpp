@@ -367,20 +367,9 @@ absl::StatusOr<std::vector<std::string>> ParseCsvHeader(const std::string& line)
 // The complete lines of a file, without their newlines. A last line without a newline is left
 // out, because an interrupted writer may have stopped inside it.
 absl::StatusOr<std::vector<std::string>> ReadCompleteLines(const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read metrics log '", path, "'"));
-  }
-  std::string contents;
-  char buffer[1 << 16];
-  size_t count = 0;
-  while ((count = std::fread(buffer, 1, sizeof(buffer), file)) > 0) contents.append(buffer, count);
-  const bool failed = std::ferror(file) != 0;
-  const int error = errno;
-  std::fclose(file);
-  if (failed) {
-    return absl::ErrnoToStatus(error, absl::StrCat("failed to read metrics log '", path, "'"));
-  }
+  absl::StatusOr<std::string> read = ReadWholeFile(path, "metrics log");
+  if (!read.ok()) return read.status();
+  const std::string& contents = *read;
 
   std::vector<std::string> lines;
   size_t start = 0;

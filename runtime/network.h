@@ -68,8 +68,8 @@ class Network {
   /// The same for models whose targets are tensors {batch, output} (regression, autoencoders).
   absl::StatusOr<BatchResult> Backward(const float* images, const float* targets, int batch);
 
-  /// One optimizer step on the current gradients at learning rate `lr` (the scheduled rate;
-  /// options.lr is the base rate); updates parameters and optimizer state in place.
+  /// Applies one optimizer step to the current gradients at learning rate `lr`, the scheduled
+  /// rate (options.lr is the base rate). Updates parameters and optimizer state in place.
   absl::StatusOr<UpdateStats> Update(const OptimizerOptions& options, float lr);
   /// One SGD step at options.lr.
   absl::Status Update(const SgdOptions& options);

@@ -27,7 +27,8 @@ absl::Status KernelStatus(int code, const char* kernel) {
   return absl::InternalError(absl::StrCat(kernel, " failed with Halide error ", code));
 }
 
-// Whether `name` is `layer` or lies inside it ("layer1" holds "layer1.0.conv1.weight").
+// Whether parameter `name` belongs to layer `layer` or to a layer inside it: "layer1" contains
+// "layer1.0.conv1.weight".
 bool InLayer(const std::string& name, const std::string& layer) {
   return name.size() > layer.size() && name.compare(0, layer.size(), layer) == 0 &&
          name[layer.size()] == '.';

@@ -1,7 +1,7 @@
 /** \file
  * Optimizers, learning-rate schedules, per-layer learning-rate multipliers and gradient clipping,
  * as torch.optim and torch.nn.utils.clip_grad_norm_ define them. The arithmetic runs in the
- * compiled kernels of compiler/optimizers.h (one library for all models); this file chooses the
+ * compiled kernels of compiler/optimizers.h, one library for all models. This file chooses the
  * scalars of each step and the slices of the flat arrays they apply to.
  *
  *   kiln::OptimizerOptions options;

@@ -27,20 +27,9 @@ figcaption { color: #555; margin-top: 0.4em; }
 )";
 
 absl::StatusOr<std::string> ReadPng(const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read report figure '", path, "'"));
-  }
-  std::string bytes;
-  char buffer[1 << 16];
-  size_t count = 0;
-  while ((count = std::fread(buffer, 1, sizeof(buffer), file)) > 0) bytes.append(buffer, count);
-  const bool failed = std::ferror(file) != 0;
-  const int error = errno;
-  std::fclose(file);
-  if (failed) {
-    return absl::ErrnoToStatus(error, absl::StrCat("failed to read report figure '", path, "'"));
-  }
+  absl::StatusOr<std::string> read = ReadWholeFile(path, "report figure");
+  if (!read.ok()) return read.status();
+  const std::string& bytes = *read;
 
   if (bytes.compare(0, sizeof(kPngSignature) - 1, kPngSignature) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(

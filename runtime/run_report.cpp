@@ -19,7 +19,7 @@ const char* const kFashionMnistClasses[] = {"T-shirt/top", "Trouser", "Pullover"
                                             "Coat",        "Sandal",  "Shirt",    "Sneaker",
                                             "Bag",         "Ankle boot"};
 
-// At most this many gradient-norm curves: the legend holds about 40 names.
+// At most this many gradient-norm curves, because the legend has room for about 40 names.
 constexpr size_t kMaxGradientCurves = 24;
 
 }  // namespace

@@ -29,14 +29,15 @@ struct RunReportInput {
   std::vector<std::pair<std::string, std::string>> config;
 };
 
-/// Writes into input.dir: loss.png and accuracy.png (train and test per epoch), grad_norms.png
-/// (each weight's gradient norm per step, when the log has them), confusion.png (test set, with
-/// the class names of Fashion-MNIST for 10-class models and numbers otherwise), filters.png (the
-/// first 4-D parameter, a conv weight), and report.html with all of them. Each file is replaced
-/// atomically. Errors name the file that failed.
+/// Writes the figures and report.html into input.dir:
+///   loss.png, accuracy.png  train and test per epoch
+///   grad_norms.png          each weight's gradient norm per step, when the log has them
+///   confusion.png           the test set; Fashion-MNIST's class names for 10 classes
+///   filters.png             the first 4-D parameter (a conv weight)
+/// Each file is replaced atomically. Errors name the file that failed.
 absl::Status WriteRunReport(const RunReportInput& input);
 
-/// What PlotRuns compares.
+/// The quantity PlotRuns compares.
 enum class RunMetric {
   kAccuracy,    ///< Train and test accuracy per epoch.
   kLoss,        ///< Train and test loss per epoch.
@@ -45,7 +46,7 @@ enum class RunMetric {
 /// Parses "accuracy", "loss" or "layer-norms".
 absl::StatusOr<RunMetric> ParseRunMetric(const std::string& name);
 
-/// Draws `metric` of several runs in one chart at `output` (PNG): `runs` holds (name, metrics
+/// Draws `metric` of several runs in one chart at `output` (PNG): `runs` lists (name, metrics
 /// log) pairs. Errors: a log that cannot be read, or one without the records the metric needs
 /// (layer-norms needs --log-grad-norms), each naming the file.
 absl::Status PlotRuns(const std::vector<std::pair<std::string, std::string>>& runs,

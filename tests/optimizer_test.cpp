@@ -146,7 +146,7 @@ TEST(Optimizer, MatchesTorchOptim) {
     EXPECT_EQ(state.steps, ref.steps);
     double worst = ExpectClose(values, ref.F32(name + ".params"), name + " params");
     if (options.kind == OptimizerKind::kSgd) {
-      // torch keeps no momentum buffer without momentum; Kiln's then holds the last gradient.
+      // Without momentum torch keeps no momentum buffer, and Kiln's is the last gradient.
       if (ref.Has(name + ".momentum_buffer")) {
         const std::vector<float> momentum = ref.F32(name + ".momentum_buffer");
         worst = std::max(worst, ExpectClose(state.momentum, momentum, name + " momentum"));
@@ -160,7 +160,7 @@ TEST(Optimizer, MatchesTorchOptim) {
   }
 }
 
-TEST(Optimizer, ClippingScalesOnlyWhenTheNormIsAboveTheBound) {
+TEST(Optimizer, ClippingScalesAboveTheBound) {
   const Reference& ref = Reference::Get();
   ASSERT_TRUE(ref.ok()) << ref.error;
   const std::vector<float> grads = ref.F32("grads.0");

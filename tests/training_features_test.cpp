@@ -1,6 +1,6 @@
-// Training features on compiled LeNet-5 and ResNet-20 variants and real Fashion-MNIST: exact
-// resume with AdamW, a schedule, clipping and augmentation; augmentation that never reaches the
-// test set; compile-time freezing; transfer from a checkpoint with another head; and the run
+// Training features on compiled LeNet-5 and ResNet-20 variants and real Fashion-MNIST. Covered:
+// exact resume with AdamW, a schedule, clipping and augmentation, augmentation that never reaches
+// the test set, compile-time freezing, transfer from a checkpoint with another head, and the run
 // directory's report.
 #include <unistd.h>
 
@@ -18,6 +18,7 @@
 #include "runtime/metrics_log.h"
 #include "runtime/network.h"
 #include "runtime/trainer.h"
+#include "tests/training_helpers.h"
 
 namespace kiln {
 namespace {
@@ -30,49 +31,16 @@ const CompiledModel& Model(const std::string& name) {
   return *model;
 }
 
-const Dataset& Split(const std::string& split) {
-  static auto* cache = new std::map<std::string, Dataset>();
-  auto it = cache->find(split);
-  if (it == cache->end()) {
-    absl::StatusOr<Dataset> d = LoadIdxDataset(kDefaultDataDir, split);
-    EXPECT_TRUE(d.ok()) << d.status();
-    it = cache->emplace(split, d.ok() ? *d : Dataset{}).first;
-  }
-  return it->second;
-}
-
-Dataset First(const Dataset& data, int64_t n) {
-  absl::StatusOr<Dataset> subset = TakeFirst(data, n);
-  EXPECT_TRUE(subset.ok()) << subset.status();
-  return *subset;
-}
+using test::FileBytes;
+using test::First;
+using test::Split;
+using test::TempPath;
 
 // Classes 5 to 9, relabelled 0 to 4, at most `per_class` images of each (0: all).
 Dataset UpperClasses(const Dataset& data, int64_t per_class) {
   absl::StatusOr<Dataset> subset = SelectClasses(data, {5, 6, 7, 8, 9}, per_class);
   EXPECT_TRUE(subset.ok()) << subset.status();
   return *subset;
-}
-
-std::string TempPath(const std::string& name) {
-  static const std::string dir = [] {
-    std::string pattern = ::testing::TempDir() + "/kiln_features_XXXXXX";
-    return std::string(mkdtemp(pattern.data()));
-  }();
-  return dir + "/" + name;
-}
-
-std::string FileBytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(file), {});
-}
-
-TrainOptions Quiet(int epochs) {
-  TrainOptions options;
-  options.epochs = epochs;
-  options.log = nullptr;
-  options.progress = nullptr;
-  return options;
 }
 
 Augmentation Parse(const std::string& spec) {
@@ -85,7 +53,7 @@ Augmentation Parse(const std::string& spec) {
 // gradient-norm metrics: the state a resumed run must restore exactly. (A cosine schedule spans
 // the run's --epochs, so a shorter first run would follow another schedule.)
 TrainOptions FullOptions(int epochs) {
-  TrainOptions options = Quiet(epochs);
+  TrainOptions options = test::QuietOptions(epochs);
   options.seed = 11;
   options.optimizer.kind = OptimizerKind::kAdamW;
   options.optimizer.lr = 2e-3f;
@@ -103,7 +71,7 @@ TrainOptions FullOptions(int epochs) {
   return options;
 }
 
-TEST(TrainingFeatures, ResumeWithAdamScheduleAndAugmentationIsBitwiseExact) {
+TEST(TrainingFeatures, ResumeIsBitwiseExact) {
   const Dataset train = First(Split("train"), 640);
   const Dataset test = First(Split("t10k"), 200);
 
@@ -136,7 +104,8 @@ TEST(TrainingFeatures, ResumeWithAdamScheduleAndAugmentationIsBitwiseExact) {
   // equals the uninterrupted run's (times aside: compare the losses and gradient norms).
   absl::StatusOr<std::vector<MetricsRecord>> a = ReadMetrics(all.metrics);
   absl::StatusOr<std::vector<MetricsRecord>> b = ReadMetrics(first.metrics);
-  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_EQ(a->size(), b->size());
   for (size_t i = 0; i < a->size(); ++i) {
     if (const auto* step = std::get_if<StepRecord>(&(*a)[i])) {
@@ -157,7 +126,7 @@ TEST(TrainingFeatures, AugmentationChangesTrainingButNeverTheTestSet) {
   const std::vector<float> test_images = test.images;
 
   Network plain(Model("lenet5"));
-  TrainOptions options = Quiet(1);
+  TrainOptions options = test::QuietOptions(1);
   ASSERT_TRUE(Train(plain, train, &test, options).ok());
 
   Network augmented(Model("lenet5"));
@@ -173,7 +142,7 @@ TEST(TrainingFeatures, AugmentationChangesTrainingButNeverTheTestSet) {
   EXPECT_EQ(history->back().test.accuracy, direct->accuracy);
 }
 
-TEST(TrainingFeatures, FrozenLayersGetNoGradientsAndTheHeadMatchesFullTraining) {
+TEST(TrainingFeatures, FrozenLeNetTrainsTheHeadOnly) {
   const Dataset train = UpperClasses(First(Split("train"), 2000), 0);
   Network full(Model("lenet5_c5"));
   Network frozen(Model("lenet5_c5_features"));
@@ -201,7 +170,7 @@ TEST(TrainingFeatures, FrozenLayersGetNoGradientsAndTheHeadMatchesFullTraining) 
 
   // Training moves fc2 only.
   const std::vector<float> start = frozen.params();
-  TrainOptions options = Quiet(1);
+  TrainOptions options = test::QuietOptions(1);
   options.seed = 3;
   options.optimizer.weight_decay = 0.01f;
   ASSERT_TRUE(Train(frozen, train, nullptr, options).ok());
@@ -213,7 +182,7 @@ TEST(TrainingFeatures, FrozenLayersGetNoGradientsAndTheHeadMatchesFullTraining) 
   }
 }
 
-TEST(TrainingFeatures, FrozenResNetStagesMatchFullGradientsAbove) {
+TEST(TrainingFeatures, FrozenResNetGradientsMatch) {
   // resnet20_features freezes the stem and stages 1 and 2: their segments get no backward
   // function, and stage 3 and the head get the same gradients as in the full model.
   const CompiledModel& model = Model("resnet20_features");
@@ -222,6 +191,7 @@ TEST(TrainingFeatures, FrozenResNetStagesMatchFullGradientsAbove) {
     without_backward += model.functions[s.functions].backward == nullptr;
   }
   EXPECT_GE(without_backward, 7);  // stem, 3 + 3 blocks
+
   const Dataset train = First(Split("train"), 64);
   Network full(Model("resnet20"));
   Network frozen(model);
@@ -280,7 +250,7 @@ TEST(TrainingFeatures, RunDirectoryGetsMetricsFiguresAndReport) {
   const Dataset train = First(Split("train"), 256);
   const Dataset test = First(Split("t10k"), 100);
   Network net(Model("lenet5"));
-  TrainOptions options = Quiet(2);
+  TrainOptions options = test::QuietOptions(2);
   options.run_dir = TempPath("run");
   options.log_grad_norms = true;
   ASSERT_TRUE(Train(net, train, &test, options).ok());

@@ -17,6 +17,7 @@
 #include "runtime/network.h"
 #include "runtime/safetensors.h"
 #include "runtime/trainer.h"
+#include "tests/training_helpers.h"
 
 namespace kiln {
 namespace {
@@ -30,47 +31,13 @@ const CompiledModel& Lenet5() {
   return *model;
 }
 
-// A split of the real dataset, loaded once for all tests.
-const Dataset& LoadSplit(const std::string& split) {
-  static auto* cache = new std::map<std::string, Dataset>();
-  auto it = cache->find(split);
-  if (it == cache->end()) {
-    absl::StatusOr<Dataset> d = LoadIdxDataset(kDefaultDataDir, split);
-    EXPECT_TRUE(d.ok()) << d.status();
-    it = cache->emplace(split, d.ok() ? *d : Dataset{}).first;
-  }
-  return it->second;
-}
+using test::FileBytes;
+using test::First;
+using test::QuietOptions;
+using test::TempPath;
 
-const Dataset& TrainSplit() { return LoadSplit("train"); }
-const Dataset& TestSplit() { return LoadSplit("t10k"); }
-
-Dataset First(const Dataset& data, int64_t n) {
-  absl::StatusOr<Dataset> subset = TakeFirst(data, n);
-  EXPECT_TRUE(subset.ok()) << subset.status();
-  return *subset;
-}
-
-std::string TempPath(const std::string& name) {
-  static const std::string dir = [] {
-    std::string pattern = ::testing::TempDir() + "/kiln_training_XXXXXX";
-    return std::string(mkdtemp(pattern.data()));
-  }();
-  return dir + "/" + name;
-}
-
-TrainOptions QuietOptions(int epochs) {
-  TrainOptions options;
-  options.epochs = epochs;
-  options.log = nullptr;
-  options.progress = nullptr;
-  return options;
-}
-
-std::string FileBytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(file), {});
-}
+const Dataset& TrainSplit() { return test::Split("train"); }
+const Dataset& TestSplit() { return test::Split("t10k"); }
 
 TEST(Training, ShortRunLearnsFashionMnist) {
   Network net(Lenet5());
