@@ -113,7 +113,7 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path, std::string_view what) {
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", what, " '", path, "'"));

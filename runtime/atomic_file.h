@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace kiln {
 
@@ -31,7 +32,7 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
 /// Returns the bytes of the file at `path`. Errors name `what` and the path: "cannot read
 /// <what> '<path>'" with the errno status when the file cannot be opened (NotFound when it is
 /// missing), "failed to read <what> '<path>'" when reading fails.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path, std::string_view what);
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what);
 
 }  // namespace kiln
 

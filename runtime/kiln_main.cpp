@@ -56,13 +56,14 @@ ABSL_FLAG(std::string, lr_mult, "",
           "Per-layer learning-rate factors, e.g. conv1=0.1,conv2=0.5 (layer or block names).");
 ABSL_FLAG(std::string, lr_schedule, "constant",
           "Learning rate per epoch: constant, step (x --lr-gamma every --lr-step-size epochs) or "
-          "cosine (down to --min-lr at the last epoch).");
+          "cosine (CosineAnnealingLR towards --min-lr over the epochs after the warm-up).");
 ABSL_FLAG(int, lr_step_size, 30, "step schedule: epochs between decays.");
 ABSL_FLAG(double, lr_gamma, 0.1, "step schedule: factor per decay.");
 ABSL_FLAG(double, min_lr, 0.0, "cosine schedule: the final learning rate.");
 ABSL_FLAG(int, warmup_epochs, 0,
           "Epochs of linear warm-up from --warmup-start-factor x lr before the schedule.");
-ABSL_FLAG(double, warmup_start_factor, 0.1, "Learning-rate factor of the first warm-up epoch.");
+ABSL_FLAG(double, warmup_start_factor, 0.1,
+          "Learning-rate factor of the first warm-up epoch, in (0, 1].");
 ABSL_FLAG(uint64_t, seed, 0, "Seed for parameter initialization and shuffling.");
 ABSL_FLAG(int, threads, 0, "Worker threads; 0 uses all cores.");
 ABSL_FLAG(int, batch_size, 0, "Images per step; 0 uses the batch the model was compiled for.");
@@ -71,8 +72,8 @@ ABSL_FLAG(std::string, checkpoint, "",
 ABSL_FLAG(bool, resume, false, "Continue training from --checkpoint.");
 ABSL_FLAG(int64_t, train_limit, 0, "Use only the first N training images; 0 uses all.");
 ABSL_FLAG(std::string, classes, "",
-          "Train and test on these classes only, relabelled 0, 1, ... in order: e.g. 0-4 or "
-          "5,6,7,8,9 (for a model compiled with that many classes).");
+          "Train and test on these classes only, relabelled 0, 1, ... in the order listed: e.g. "
+          "0-4 or 5,6,7,8,9 (at most as many classes as the model's outputs).");
 ABSL_FLAG(int64_t, train_per_class, 0,
           "With --classes: the first N training images of each class; 0 uses all.");
 ABSL_FLAG(std::string, augment, "",
@@ -196,6 +197,48 @@ absl::Status ValidateFlags() {
       return absl::InvalidArgumentError(absl::StrCat(name, " ", value, " must be in [0, 1)"));
     }
   }
+  // Checked whether or not the run uses them, so a checkpoint never records a bad value.
+  if (!std::isfinite(absl::GetFlag(FLAGS_eps)) || !(absl::GetFlag(FLAGS_eps) > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--eps ", absl::GetFlag(FLAGS_eps), " must be positive and finite"));
+  }
+  if (!std::isfinite(absl::GetFlag(FLAGS_lr_gamma)) || !(absl::GetFlag(FLAGS_lr_gamma) > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lr-gamma ", absl::GetFlag(FLAGS_lr_gamma), " must be positive and finite"));
+  }
+  if (absl::GetFlag(FLAGS_lr_step_size) < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lr-step-size ", absl::GetFlag(FLAGS_lr_step_size), " must be at least 1"));
+  }
+  const double start_factor = absl::GetFlag(FLAGS_warmup_start_factor);
+  if (!(start_factor > 0 && start_factor <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--warmup-start-factor ", start_factor, " must be in (0, 1]"));
+  }
+  if (absl::GetFlag(FLAGS_warmup_epochs) < 0 ||
+      absl::GetFlag(FLAGS_warmup_epochs) >= absl::GetFlag(FLAGS_epochs)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--warmup-epochs ", absl::GetFlag(FLAGS_warmup_epochs), " must be in [0, --epochs ",
+        absl::GetFlag(FLAGS_epochs), ")"));
+  }
+  if (absl::GetFlag(FLAGS_nesterov) && absl::GetFlag(FLAGS_momentum) <= 0) {
+    return absl::InvalidArgumentError("--nesterov needs a --momentum above 0");
+  }
+  if (absl::GetFlag(FLAGS_train_per_class) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--train-per-class ", absl::GetFlag(FLAGS_train_per_class), " must not be negative"));
+  }
+  if (absl::GetFlag(FLAGS_train_per_class) > 0 && absl::GetFlag(FLAGS_classes).empty()) {
+    return absl::InvalidArgumentError("--train-per-class needs --classes, e.g. --classes 0-9");
+  }
+  if (absl::GetFlag(FLAGS_images) < 1 || absl::GetFlag(FLAGS_images) > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--images ", absl::GetFlag(FLAGS_images), " must be in [1, 1000]"));
+  }
+  if (absl::GetFlag(FLAGS_variants) < 0 || absl::GetFlag(FLAGS_variants) > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--variants ", absl::GetFlag(FLAGS_variants), " must be in [0, 100]"));
+  }
 
   // Halide's thread pool (Halide 14 runtime, thread_pool_common.h) uses at most 256 threads.
   if (absl::GetFlag(FLAGS_threads) > 256) {
@@ -253,6 +296,22 @@ bool ParseSaved(const std::string& text, bool* value) {
   if (text != "0" && text != "1") return false;
   *value = text == "1";
   return true;
+}
+
+// Checks that the labels of `data` fit the outputs of `model`, naming --classes in the fix.
+absl::Status CheckClassesFit(const kiln::CompiledModel& model, const kiln::Dataset& data) {
+  if (model.num_classes == 0 || data.num_classes <= model.num_classes) return absl::OkStatus();
+  const std::string example = absl::StrCat("--classes 0-", model.num_classes - 1);
+  if (!absl::GetFlag(FLAGS_classes).empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--classes ", absl::GetFlag(FLAGS_classes), " lists ", data.num_classes,
+        " classes but model '", model.name, "' has ", model.num_classes,
+        " outputs; list at most ", model.num_classes, ", e.g. ", example));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the dataset has ", data.num_classes, " classes but model '", model.name, "' has ",
+      model.num_classes, " outputs; pass --classes with at most ", model.num_classes,
+      " classes, e.g. ", example));
 }
 
 // The options of kiln train from its flags.
@@ -357,11 +416,21 @@ absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
          if (a.ok()) options.augmentation = *std::move(a);
          return a.ok();
        }},
+      {"log_grad_norms", into(&options.log_grad_norms)},
       {"batch_size",
        [&](const std::string& t) {
          return absl::SimpleAtoi(t, &options.batch_size) && options.batch_size > 0;
        }},
   };
+  auto saved_optimizer = file->metadata.find("kiln.optimizer");
+  if (saved_optimizer != file->metadata.end() && GivenFlags().count("optimizer") > 0 &&
+      saved_optimizer->second != kiln::OptimizerName(o.kind)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint '", options.checkpoint, "' was trained with ", saved_optimizer->second,
+        ", and --resume cannot switch to ", kiln::OptimizerName(o.kind),
+        " (its state would start from zero); drop --optimizer, or start a new run with "
+        "--init-from ", options.checkpoint));
+  }
   std::vector<std::string> used;
   for (const auto& [flag, read] : saved) {
     auto it = file->metadata.find("kiln." + flag);
@@ -399,6 +468,11 @@ int RunTrain(kiln::Network& net) {
   if (!train.ok()) return Fail(train.status());
   absl::StatusOr<kiln::Dataset> test = LoadSplit("t10k", absl::GetFlag(FLAGS_test_limit));
   if (!test.ok()) return Fail(test.status());
+  for (const kiln::Dataset* data : {&*train, &*test}) {
+    if (absl::Status s = CheckClassesFit(net.model(), *data); !s.ok()) {
+      return Usage(std::string(s.message()));
+    }
+  }
 
   const int threads = absl::GetFlag(FLAGS_threads);
   fmt::print("kiln: data {}, {} threads{}\n", absl::GetFlag(FLAGS_data),
@@ -431,6 +505,9 @@ int RunEval(kiln::Network& net) {
   if (!loaded.ok()) return Fail(loaded.status());
   absl::StatusOr<kiln::Dataset> test = LoadSplit("t10k", absl::GetFlag(FLAGS_test_limit));
   if (!test.ok()) return Fail(test.status());
+  if (absl::Status s = CheckClassesFit(net.model(), *test); !s.ok()) {
+    return Usage(std::string(s.message()));
+  }
   absl::StatusOr<kiln::EvalResult> result = kiln::Evaluate(net, *test, absl::GetFlag(FLAGS_batch_size));
   if (!result.ok()) return Fail(result.status());
   fmt::print("test loss {:.4f}  test accuracy {:.4f} ({} images)\n", result->loss, result->accuracy,
@@ -441,9 +518,6 @@ int RunEval(kiln::Network& net) {
 // kiln augment-preview: --images training images, each beside --variants augmented draws.
 int RunAugmentPreview(const kiln::CompiledModel& model) {
   if (absl::GetFlag(FLAGS_output).empty()) return Usage("augment-preview needs --output GRID.png");
-  if (absl::GetFlag(FLAGS_images) < 1 || absl::GetFlag(FLAGS_variants) < 0) {
-    return Usage("--images must be at least 1 and --variants at least 0");
-  }
   absl::StatusOr<kiln::Augmentation> augmentation =
       AugmentationFromSpec(absl::GetFlag(FLAGS_augment), model);
   if (!augmentation.ok()) return Usage(std::string(augmentation.status().message()));
@@ -455,9 +529,9 @@ int RunAugmentPreview(const kiln::CompiledModel& model) {
                                                     *augmentation, absl::GetFlag(FLAGS_seed),
                                                     images, absl::GetFlag(FLAGS_variants));
   if (!status.ok()) return Fail(status);
-  fmt::print("{}: {} images (rows), each as loaded and in {} augmented draws: {}\n",
-             absl::GetFlag(FLAGS_output), images, absl::GetFlag(FLAGS_variants),
-             augmentation->Describe());
+  fmt::print("{}: {} image{} (rows), each as loaded and in {} augmented draws: {}\n",
+             absl::GetFlag(FLAGS_output), images, images == 1 ? "" : "s",
+             absl::GetFlag(FLAGS_variants), augmentation->Describe());
   return 0;
 }
 
@@ -479,8 +553,8 @@ int RunPlotRuns() {
   }
   absl::Status status = kiln::PlotRuns(runs, *metric, absl::GetFlag(FLAGS_output));
   if (!status.ok()) return Fail(status);
-  fmt::print("{}: {} of {} runs\n", absl::GetFlag(FLAGS_output), absl::GetFlag(FLAGS_metric),
-             runs.size());
+  fmt::print("{}: {} of {} run{}\n", absl::GetFlag(FLAGS_output), absl::GetFlag(FLAGS_metric),
+             runs.size(), runs.size() == 1 ? "" : "s");
   return 0;
 }
 

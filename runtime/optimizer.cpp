@@ -152,9 +152,31 @@ absl::Status CheckOptimizerOptions(const OptimizerOptions& o, const std::vector<
     if (s.ok()) s = CheckRange(std::isfinite(o.eps) && o.eps >= 0, "epsilon", o.eps, ">= 0");
   }
   if (!s.ok()) return s;
-  for (const LrMultiplier& m : o.lr_multipliers) {
-    bool found = false;
-    for (const ParamInfo& p : params) found = found || InLayer(p.name, m.layer);
+  for (size_t i = 0; i < o.lr_multipliers.size(); ++i) {
+    const LrMultiplier& m = o.lr_multipliers[i];
+    for (size_t k = 0; k < i; ++k) {
+      if (o.lr_multipliers[k].layer == m.layer) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "learning-rate multiplier for '", m.layer, "' is given twice; give each layer once"));
+      }
+    }
+    bool found = false, trainable = false;
+    for (const ParamInfo& p : params) {
+      if (p.name == m.layer) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "learning-rate multiplier for '", m.layer, "' names a parameter; use its layer, '",
+            m.layer.substr(0, m.layer.rfind('.')), "'"));
+      }
+      if (InLayer(p.name, m.layer)) {
+        found = true;
+        trainable = trainable || p.trainable;
+      }
+    }
+    if (found && !trainable) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "learning-rate multiplier for '", m.layer,
+          "' has no effect: the model freezes that layer; drop it"));
+    }
     if (!found) {
       std::vector<std::string> layers;
       for (const ParamInfo& p : params) {

@@ -111,7 +111,8 @@ std::string DescribeOptimizer(const OptimizerOptions& o, const LrSchedule& sched
   if (schedule.kind != LrSchedule::Kind::kConstant || schedule.warmup_epochs > 0) {
     absl::StrAppend(&text, ", ", LrScheduleName(schedule.kind), " schedule");
     if (schedule.warmup_epochs > 0) {
-      absl::StrAppend(&text, " after ", schedule.warmup_epochs, " warm-up epochs");
+      absl::StrAppend(&text, " after ", schedule.warmup_epochs, " warm-up epoch",
+                      schedule.warmup_epochs == 1 ? "" : "s");
     }
   }
   if (o.max_grad_norm > 0) {
@@ -145,6 +146,7 @@ std::map<std::string, std::string> TrainingMetadata(const TrainOptions& options)
           {"kiln.warmup_epochs", absl::StrCat(s.warmup_epochs)},
           {"kiln.warmup_start_factor", text(s.warmup_start_factor)},
           {"kiln.augment", options.augmentation.Describe()},
+          {"kiln.log_grad_norms", options.log_grad_norms ? "1" : "0"},
           {"kiln.epochs", absl::StrCat(options.epochs)}};
 }
 
