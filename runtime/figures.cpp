@@ -262,7 +262,13 @@ absl::Status PlotCurves(const std::string& path, const std::string& title,
     }
   }
   const Bounds x_range = x_bounds.Shown(0.02);
-  const Bounds y_range = y_bounds.Shown(0.05);
+  Bounds y_range = y_bounds.Shown(0.05);
+  if (log_y && y_range.max - y_range.min < 1) {
+    // PLplot labels a logarithmic axis at powers of ten only, so a range inside one decade would
+    // show no numbers: widen it to the decades around it.
+    y_range.min = std::floor(y_range.min);
+    y_range.max = std::max(std::ceil(y_range.max), y_range.min + 1);
+  }
   size_t longest_name = 1;
   for (const Series& s : series) longest_name = std::max(longest_name, s.name.size());
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "fmt/core.h"
+#include "runtime/atomic_file.h"
 #include "runtime/metrics_log.h"
 #include "runtime/progress.h"
 #include "runtime/run_report.h"
@@ -241,6 +242,8 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
   if (!options.checkpoint.empty()) {
     // Checked now, so a bad path fails before an epoch of work rather than after it.
     if (absl::Status s = CheckSafetensorsDestination(options.checkpoint); !s.ok()) return s;
+    // Creates and removes a probe file: the static checks pass paths such as /proc/x.
+    if (absl::Status s = CheckOutputPath(options.checkpoint); !s.ok()) return s;
   }
 
   if (options.resume) {

@@ -120,6 +120,29 @@ TEST(TrainingFeatures, ResumeIsBitwiseExact) {
   }
 }
 
+TEST(TrainingFeatures, ResumeRepeatsDropoutMasks) {
+  // Dropout masks come from (seed, step), and the checkpoint carries both, so the resumed run
+  // draws the masks the uninterrupted one drew. Had it lost the step count, epoch 2 would reuse
+  // epoch 1's masks and the parameters would differ.
+  const Dataset train = First(Split("train"), 384);
+  Network uninterrupted(Model("lenet5_dropout"));
+  TrainOptions all = test::QuietOptions(2);
+  all.seed = 5;
+  ASSERT_TRUE(Train(uninterrupted, train, nullptr, all).ok());
+
+  Network first_part(Model("lenet5_dropout"));
+  TrainOptions first = test::QuietOptions(1);
+  first.seed = 5;
+  first.checkpoint = TempPath("dropout.safetensors");
+  ASSERT_TRUE(Train(first_part, train, nullptr, first).ok());
+  Network resumed(Model("lenet5_dropout"));
+  TrainOptions second = test::QuietOptions(2);
+  second.checkpoint = first.checkpoint;
+  second.resume = true;
+  ASSERT_TRUE(Train(resumed, train, nullptr, second).ok());
+  EXPECT_EQ(resumed.params(), uninterrupted.params());  // bitwise
+}
+
 TEST(TrainingFeatures, AugmentationChangesTrainingButNeverTheTestSet) {
   const Dataset train = First(Split("train"), 320);
   const Dataset test = First(Split("t10k"), 300);
