@@ -393,8 +393,8 @@ absl::Status GenerateOptimizers(const std::string& path_prefix, const std::strin
     std::vector<Halide::Module> modules;
     LoweredSgd sgd = LowerSgd();
     ScheduleOptimizer(sgd.updated, *parsed);
-    modules.push_back(
-        Halide::Pipeline(sgd.updated).compile_to_module(sgd.arguments(), "kiln_sgd_update", *parsed));
+    modules.push_back(Halide::Pipeline(sgd.updated)
+                          .compile_to_module(sgd.arguments(), "kiln_sgd_update", *parsed));
     LoweredAdam adam = LowerAdam();
     ScheduleOptimizer(adam.updated, *parsed);
     modules.push_back(Halide::Pipeline(adam.updated)

@@ -177,7 +177,9 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::str
   // to the model's size and zeroed, unless it is optional and the file has none of them.
   auto load_state = [&](absl::string_view prefix, std::vector<float>& array, bool optional) {
     bool any = false;
-    for (const ParamInfo& p : model.params) any = any || file->tensors.count(absl::StrCat(prefix, p.name));
+    for (const ParamInfo& p : model.params) {
+      any = any || file->tensors.count(absl::StrCat(prefix, p.name)) > 0;
+    }
     if (!any && optional) return;
     array.assign(model.num_params, 0.0f);
     for (const ParamInfo& p : model.params) {

@@ -76,8 +76,8 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
 ///
 /// Every parameter and every buffer of `model` is required, as an F32 tensor of its shape. A
 /// momentum tensor may be absent, and the momentum of that parameter is then zero. Adam's moments
-/// are loaded when the file has any (absent ones are zero); otherwise they come back empty. The file must
-/// contain no other tensors, and its "kiln.model", when present, must be `model.name`.
+/// are loaded when the file has any (absent ones are zero); otherwise they come back empty. The
+/// file must contain no other tensors, and its "kiln.model", when present, must be `model.name`.
 /// On success `state` has the sizes that `model` needs, whatever it held before. An array that
 /// already had its size keeps its storage, so pointers into it (Halide buffers) stay valid.
 /// On any error `state` is unchanged. A file that does not match returns InvalidArgument with one

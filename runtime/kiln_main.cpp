@@ -183,9 +183,10 @@ absl::Status ValidateFlags() {
     return absl::InvalidArgumentError(absl::StrCat("--momentum ", momentum, " must be in [0, 1)"));
   }
 
-  for (const auto& [name, value] : {std::pair{"--weight-decay", absl::GetFlag(FLAGS_weight_decay)},
-                                    std::pair{"--max-grad-norm", absl::GetFlag(FLAGS_max_grad_norm)},
-                                    std::pair{"--min-lr", absl::GetFlag(FLAGS_min_lr)}}) {
+  for (const auto& [name, value] :
+       {std::pair{"--weight-decay", absl::GetFlag(FLAGS_weight_decay)},
+        std::pair{"--max-grad-norm", absl::GetFlag(FLAGS_max_grad_norm)},
+        std::pair{"--min-lr", absl::GetFlag(FLAGS_min_lr)}}) {
     if (!std::isfinite(value) || !(value >= 0)) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, " ", value, " must be finite and not negative"));
@@ -375,7 +376,9 @@ absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
   kiln::LrSchedule& schedule = options.schedule;
   // Each entry: flag name, and a reader of the saved text that returns false on bad text.
   using Reader = std::function<bool(const std::string&)>;
-  auto into = [](auto* field) { return Reader([field](const std::string& t) { return ParseSaved(t, field); }); };
+  auto into = [](auto* field) {
+    return Reader([field](const std::string& t) { return ParseSaved(t, field); });
+  };
   const std::vector<std::pair<std::string, Reader>> saved = {
       {"optimizer",
        [&](const std::string& t) {

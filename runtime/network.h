@@ -1,8 +1,8 @@
 /** \file
  * A compiled model with its state: parameters, gradients, optimizer state and running
- * statistics in flat float arrays, and the calls into the generated functions, segment by segment: the
- * forward pass stores each segment's output, and the backward pass runs the segments in reverse,
- * each recomputing its own forward pass from its stored input.
+ * statistics in flat float arrays, and the calls into the generated functions, segment by
+ * segment: the forward pass stores each segment's output, and the backward pass runs the
+ * segments in reverse, each recomputing its own forward pass from its stored input.
  *
  *   const kiln::CompiledModel* spec = kiln::FindCompiledModel("lenet5");
  *   kiln::Network net(*spec);

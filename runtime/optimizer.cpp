@@ -130,7 +130,8 @@ std::string FormatLrMultipliers(const std::vector<LrMultiplier>& multipliers) {
   });
 }
 
-absl::Status CheckOptimizerOptions(const OptimizerOptions& o, const std::vector<ParamInfo>& params) {
+absl::Status CheckOptimizerOptions(const OptimizerOptions& o,
+                                   const std::vector<ParamInfo>& params) {
   absl::Status s = CheckRange(std::isfinite(o.lr) && o.lr >= 0, "learning rate", o.lr, ">= 0");
   if (s.ok()) {
     s = CheckRange(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "weight decay",
@@ -274,7 +275,8 @@ absl::StatusOr<UpdateStats> ApplyUpdate(const OptimizerOptions& options, float l
     code = kiln_adam_update(static_cast<float>(step_size), static_cast<float>(options.beta1),
                             static_cast<float>(options.beta2),
                             static_cast<float>(1 - options.beta1),
-                            static_cast<float>(1 - options.beta2), options.eps, static_cast<float>(correction2), l2, decay, grad_scale,
+                            static_cast<float>(1 - options.beta2), options.eps,
+                            static_cast<float>(correction2), l2, decay, grad_scale,
                             p.raw_buffer(), g.raw_buffer(), m.raw_buffer(), v.raw_buffer(),
                             p.raw_buffer(), m.raw_buffer(), v.raw_buffer());
     if (code != 0) return KernelStatus(code, "kiln_adam_update");
@@ -335,7 +337,8 @@ double ScheduledLr(const LrSchedule& s, double lr, int epoch, int epochs) {
   const int e = epoch - s.warmup_epochs;
   switch (s.kind) {
     case LrSchedule::Kind::kConstant: return lr;
-    case LrSchedule::Kind::kStep: return lr * std::pow(static_cast<double>(s.gamma), e / s.step_size);
+    case LrSchedule::Kind::kStep:
+      return lr * std::pow(static_cast<double>(s.gamma), e / s.step_size);
     case LrSchedule::Kind::kCosine: {
       const double period = std::max(1, epochs - s.warmup_epochs);
       return s.min_lr + (lr - s.min_lr) * (1 + std::cos(M_PI * e / period)) / 2;

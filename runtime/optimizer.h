@@ -105,8 +105,10 @@ absl::StatusOr<std::vector<double>> GradientNorms(const std::vector<ParamInfo>& 
 /// `warmup_epochs` of LinearLR from warmup_start_factor · lr up to lr, then
 ///   kConstant: lr
 ///   kStep:     StepLR: lr · gamma^⌊e / step_size⌋
-///   kCosine:   CosineAnnealingLR over the remaining epochs: min_lr + (lr − min_lr)(1 + cos(π e / T)) / 2
-/// where e counts epochs after the warm-up and T = epochs − warmup_epochs (SequentialLR of the two).
+///   kCosine:   CosineAnnealingLR over the remaining epochs:
+///              min_lr + (lr − min_lr)(1 + cos(π e / T)) / 2
+/// where e counts epochs after the warm-up and T = epochs − warmup_epochs (SequentialLR of the
+/// two).
 struct LrSchedule {
   enum class Kind { kConstant, kStep, kCosine };
   Kind kind = Kind::kConstant;

@@ -1,6 +1,7 @@
 /** \file
  * The training loop: shuffled mini-batches, optimizer steps through the compiled functions on a
- * learning-rate schedule, an evaluation pass per epoch, progress output and per-epoch checkpoints with exact resume.
+ * learning-rate schedule, an evaluation pass per epoch, progress output and per-epoch checkpoints
+ * with exact resume.
  *
  *   kiln::TrainOptions options;
  *   options.epochs = 5;

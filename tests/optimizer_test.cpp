@@ -215,7 +215,8 @@ TEST(Optimizer, FrozenParametersAndTheirStateStayUnchanged) {
     EXPECT_TRUE(std::equal(values.begin(), values.begin() + frozen, start.begin()));
     EXPECT_FALSE(std::equal(values.begin() + frozen, values.end(), start.begin() + frozen));
     const std::vector<float>& moment = kind == OptimizerKind::kSgd ? state.momentum : state.exp_avg;
-    EXPECT_TRUE(std::all_of(moment.begin(), moment.begin() + frozen, [](float v) { return v == 0; }));
+    EXPECT_TRUE(
+        std::all_of(moment.begin(), moment.begin() + frozen, [](float v) { return v == 0; }));
   }
 }
 

@@ -288,7 +288,8 @@ TEST(TrainingFeatures, RunDirectoryGetsMetricsFiguresAndReport) {
     ++images;
   }
   EXPECT_EQ(images, 5u);
-  absl::StatusOr<std::vector<MetricsRecord>> records = ReadMetrics(options.run_dir + "/metrics.jsonl");
+  absl::StatusOr<std::vector<MetricsRecord>> records =
+      ReadMetrics(options.run_dir + "/metrics.jsonl");
   ASSERT_TRUE(records.ok()) << records.status();
   EXPECT_EQ(records->size(), 2u * (256 / 64) + 2u);  // 4 steps and one epoch record, twice
 }

@@ -25,11 +25,15 @@ augmentation() {
   local spec="hflip,resized_crop(scale=0.8:1,ratio=0.9:1.1)"
   "$kiln" train "${common[@]}" --run-dir "$out/augmentation/plain"
   "$kiln" train "${common[@]}" --augment "$spec" --run-dir "$out/augmentation/augmented"
+  local runs="plain=$out/augmentation/plain/metrics.jsonl"
+  runs+=",augmented=$out/augmentation/augmented/metrics.jsonl"
   "$kiln" plot-runs --metric accuracy --output docs/images/augmentation_accuracy.png \
-      --runs "plain=$out/augmentation/plain/metrics.jsonl,augmented=$out/augmentation/augmented/metrics.jsonl"
+      --runs "$runs"
   # All five transforms, for the eye (jitter's saturation and hue do nothing on grayscale).
+  local all="hflip,resized_crop(scale=0.5:1),perspective(distortion=0.4,p=0.5),"
+  all+="jitter(brightness=0.4,contrast=0.4),erase(p=0.5)"
   "$kiln" augment-preview --images 6 --variants 7 --output docs/images/augmentation_samples.png \
-      --augment "hflip,resized_crop(scale=0.5:1),perspective(distortion=0.4,p=0.5),jitter(brightness=0.4,contrast=0.4),erase(p=0.5)"
+      --augment "$all"
 }
 
 # 2. Transfer: pretrain on classes 0-4, then classes 5-9 with 50 images per class or all of them,
@@ -42,7 +46,11 @@ transfer() {
   local target
   for target in small large; do
     local size=() epochs=8 batch=()
-    if [ "$target" = small ]; then size=(--train-per-class 50); epochs=60; batch=(--batch-size 25); fi
+    if [ "$target" = small ]; then
+      size=(--train-per-class 50)
+      epochs=60
+      batch=(--batch-size 25)
+    fi
     local common=(--classes 5-9 "${size[@]}" "${batch[@]}" --epochs "$epochs" --momentum 0.9
                   --seed 1 --threads "$threads")
     "$kiln" train --model lenet5_c5_features "${common[@]}" --lr 0.01 \
@@ -74,6 +82,7 @@ case "$which" in
   transfer) transfer ;;
   gradients) gradients ;;
   all) augmentation; transfer; gradients ;;
-  *) echo "run_experiments: unknown experiment '$which'; use augmentation, transfer, gradients or all" >&2
+  *) echo "run_experiments: unknown experiment '$which';" \
+          "use augmentation, transfer, gradients or all" >&2
      exit 2 ;;
 esac
