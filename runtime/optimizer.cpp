@@ -70,10 +70,10 @@ std::vector<Run> Runs(const std::vector<ParamInfo>& params,
   return runs;
 }
 
-absl::Status CheckRange(bool valid, absl::string_view what, double value, absl::string_view range) {
+absl::Status CheckRange(bool valid, absl::string_view name, double value, absl::string_view range) {
   if (valid) return absl::OkStatus();
   return absl::InvalidArgumentError(
-      absl::StrCat(what, " ", fmt::format("{}", value), " is invalid; use a value ", range));
+      absl::StrCat(name, " ", fmt::format("{}", value), " is invalid; use a value ", range));
 }
 
 absl::Status SumOfSquares(const float* data, int64_t count, double& sum) {
@@ -83,6 +83,26 @@ absl::Status SumOfSquares(const float* data, int64_t count, double& sum) {
   if (code != 0) return KernelStatus(code, "kiln_sum_of_squares");
   sum = result();
   return absl::OkStatus();
+}
+
+// The sum of the squares of each tensor of `params` in `grads` (0 for the frozen ones when
+// `trainable_only`), computed by the compiled kiln_sum_of_squares.
+absl::StatusOr<std::vector<double>> SumsOfSquares(const std::vector<ParamInfo>& params,
+                                                  absl::Span<const float> grads,
+                                                  bool trainable_only) {
+  std::vector<double> sums(params.size(), 0.0);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ParamInfo& p = params[i];
+    if (p.offset < 0 || p.numel < 0 || p.offset + p.numel > static_cast<int64_t>(grads.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter '", p.name,
+                                                     "' lies outside the gradient array"));
+    }
+    if (p.numel == 0 || (trainable_only && !p.trainable)) continue;
+    if (absl::Status s = SumOfSquares(grads.data() + p.offset, p.numel, sums[i]); !s.ok()) {
+      return s;
+    }
+  }
+  return sums;
 }
 
 }  // namespace
@@ -194,19 +214,10 @@ absl::Status CheckOptimizerOptions(const OptimizerOptions& o,
 
 absl::StatusOr<std::vector<double>> GradientNorms(const std::vector<ParamInfo>& params,
                                                   absl::Span<const float> grads) {
-  std::vector<double> norms;
-  norms.reserve(params.size());
-  for (const ParamInfo& p : params) {
-    if (p.offset < 0 || p.numel < 0 || p.offset + p.numel > static_cast<int64_t>(grads.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter '", p.name,
-                                                     "' lies outside the gradient array"));
-    }
-    double sum = 0;
-    if (p.numel > 0) {
-      if (absl::Status s = SumOfSquares(grads.data() + p.offset, p.numel, sum); !s.ok()) return s;
-    }
-    norms.push_back(std::sqrt(sum));
-  }
+  absl::StatusOr<std::vector<double>> norms =
+      SumsOfSquares(params, grads, /*trainable_only=*/false);
+  if (!norms.ok()) return norms.status();
+  for (double& norm : *norms) norm = std::sqrt(norm);
   return norms;
 }
 
@@ -235,11 +246,11 @@ absl::StatusOr<UpdateStats> ApplyUpdate(const OptimizerOptions& options, float l
   UpdateStats stats;
   if (options.max_grad_norm > 0) {
     // As clip_grad_norm_: the norm of the per-tensor norms, each in float.
+    absl::StatusOr<std::vector<double>> sums =
+        SumsOfSquares(params, grads, /*trainable_only=*/true);
+    if (!sums.ok()) return sums.status();
     float squares = 0;
-    for (const ParamInfo& p : params) {
-      if (!p.trainable || p.numel == 0) continue;
-      double sum = 0;
-      if (absl::Status s = SumOfSquares(grads.data() + p.offset, p.numel, sum); !s.ok()) return s;
+    for (double sum : *sums) {
       const float norm = std::sqrt(static_cast<float>(sum));
       squares += norm * norm;
     }
