@@ -113,10 +113,10 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what) {
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view description) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", what, " '", path, "'"));
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", description, " '", path, "'"));
   }
   std::string bytes;
   char buffer[1 << 16];
@@ -126,7 +126,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_
   const int error = errno;
   std::fclose(file);
   if (failed) {
-    return absl::ErrnoToStatus(error, absl::StrCat("failed to read ", what, " '", path, "'"));
+    return absl::ErrnoToStatus(error, absl::StrCat("failed to read ", description, " '", path, "'"));
   }
   return bytes;
 }

@@ -29,10 +29,11 @@ absl::Status CheckOutputPath(const std::string& path);
 /// On error the temporary file is removed and `path` is unchanged. The message names `path`.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
-/// Returns the bytes of the file at `path`. Errors name `what` and the path: "cannot read
-/// <what> '<path>'" with the errno status when the file cannot be opened (NotFound when it is
-/// missing), "failed to read <what> '<path>'" when reading fails.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view what);
+/// Returns the bytes of the file at `path`. Errors name `description` and the path: "cannot
+/// read <description> '<path>'" with the errno status when the file cannot be opened (NotFound
+/// when it is missing), and "failed to read <description> '<path>'" when reading fails.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
+                                          absl::string_view description);
 
 }  // namespace kiln
 

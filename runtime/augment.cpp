@@ -166,8 +166,8 @@ void Perspective(ImageShape shape, const float* image, const Quad& startpoints,
     return truncated - (truncated > v ? 1 : 0);
   };
   // The image with a zero border (2 pixels before, 3 after), so that the 4 neighbours of any
-  // clamped position are readable without a test per neighbour: the tests mispredicted, and the
-  // transform took 17 µs per 28 x 28 image.
+  // clamped position are readable without a test per neighbour. Those tests mispredicted, and
+  // the transform took 17 µs per 28 x 28 image.
   const int padded_width = shape.width + 5, padded_height = shape.height + 5;
   const int64_t padded_plane = int64_t{padded_width} * padded_height;
   std::vector<float> padded(static_cast<size_t>(shape.channels * padded_plane), 0.0f);

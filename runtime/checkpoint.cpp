@@ -220,7 +220,7 @@ absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
       missing.push_back(absl::StrCat("tensor '", p.name, "' is missing (expected shape ",
                                      FormatShape(p.shape), ")"));
     } else if (found->second.dtype != DType::kF32 || found->second.shape != p.shape) {
-      report.kept.push_back(absl::StrCat(p.name, " ", FormatShape(p.shape), " (the file has ",
+      report.mismatched.push_back(absl::StrCat(p.name, " ", FormatShape(p.shape), " (the file has ",
                                          DTypeName(found->second.dtype), " ",
                                          FormatShape(found->second.shape), ")"));
     } else {
@@ -229,7 +229,7 @@ absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
     }
   };
   for (const ParamInfo& p : model.params) take(p, state.params);
-  const size_t kept_params = report.kept.size();
+  const size_t mismatched_params = report.mismatched.size();
   for (const ParamInfo& b : model.buffers) take(b, state.buffers);
   if (!missing.empty()) {
     return absl::InvalidArgumentError(FormatDifferences(
@@ -238,7 +238,7 @@ absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
         "Use a checkpoint of the same architecture (layer names must match; only shapes, such "
         "as a classifier head's, may differ)."));
   }
-  if (kept_params == model.params.size()) {
+  if (mismatched_params == model.params.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "checkpoint '", path, "' has no parameter of model '", model.name,
         "' with a matching shape; use a checkpoint of the same architecture"));

@@ -92,12 +92,12 @@ struct PretrainedReport {
   std::vector<std::string> loaded;  ///< Parameters and buffers copied from the file.
   /// Parameters and buffers whose shape differs in the file (a classifier head for another
   /// number of classes): left as they were in the state, e.g. freshly initialized.
-  std::vector<std::string> kept;
+  std::vector<std::string> mismatched;
 };
 
 /// Transfer learning: copies into `state` the parameters and running statistics of the
 /// checkpoint at `path` (saved by Kiln or converted by kiln import-weights) whose names and
-/// shapes match `model`'s. Tensors of another shape are left alone and listed in `kept`;
+/// shapes match `model`'s. Tensors of another shape are left alone and listed in `mismatched`,
 /// optimizer state and tensors the model lacks are ignored. `state` must have the model's sizes.
 /// Errors: InvalidArgument, changing nothing, when a parameter or buffer of the model is missing
 /// from the file (the message lists them all) or when every parameter would be kept. Read errors

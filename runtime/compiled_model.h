@@ -52,8 +52,9 @@ using SegmentForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const*
 using SegmentTrainForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
                                       halide_buffer_t* const* buffers, uint32_t seed,
                                       halide_buffer_t* output, halide_buffer_t* const* new_buffers);
-/// `grads` holds the segment's trainable parameters only (ParamInfo::trainable). `input_grad` is
-/// ignored (may be null) when the segment before has no backward function, or in the first.
+/// `grads` lists the segment's trainable parameters only (ParamInfo::trainable). `input_grad` is
+/// ignored (may be null) in the first segment and when the segment before has no backward
+/// function.
 using SegmentBackwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
                                   uint32_t seed, halide_buffer_t* output_grad,
                                   halide_buffer_t* input_grad, halide_buffer_t* const* grads);

@@ -331,10 +331,12 @@ absl::StatusOr<kiln::TrainOptions> TrainOptionsFromFlags() {
   o.beta2 = absl::GetFlag(FLAGS_beta2);
   o.eps = static_cast<float>(absl::GetFlag(FLAGS_eps));
   o.max_grad_norm = static_cast<float>(absl::GetFlag(FLAGS_max_grad_norm));
+
   absl::StatusOr<std::vector<kiln::LrMultiplier>> multipliers =
       kiln::ParseLrMultipliers(absl::GetFlag(FLAGS_lr_mult));
   if (!multipliers.ok()) return multipliers.status();
   o.lr_multipliers = *std::move(multipliers);
+
   kiln::LrSchedule& schedule = options.schedule;
   absl::StatusOr<kiln::LrSchedule::Kind> schedule_kind =
       kiln::ParseLrSchedule(absl::GetFlag(FLAGS_lr_schedule));
@@ -345,6 +347,7 @@ absl::StatusOr<kiln::TrainOptions> TrainOptionsFromFlags() {
   schedule.min_lr = static_cast<float>(absl::GetFlag(FLAGS_min_lr));
   schedule.warmup_epochs = absl::GetFlag(FLAGS_warmup_epochs);
   schedule.warmup_start_factor = static_cast<float>(absl::GetFlag(FLAGS_warmup_start_factor));
+
   options.seed = absl::GetFlag(FLAGS_seed);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.checkpoint = absl::GetFlag(FLAGS_checkpoint);

@@ -105,7 +105,7 @@ class Network {
   /// (kiln::LoadPretrained); the others, such as a new classifier head, keep their values.
   absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path);
 
-  /// Bytes of the state this Network holds between calls: parameters, gradients, optimizer state,
+  /// Bytes of the state this Network keeps between calls: parameters, gradients, optimizer state,
   /// running statistics and the stored segment outputs and their gradients.
   size_t StateBytes() const;
 

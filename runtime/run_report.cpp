@@ -46,7 +46,7 @@ absl::Status WriteRunReport(const RunReportInput& input) {
   }
 
   const std::string dir = input.dir + "/";
-  std::vector<ReportFigure> shown;
+  std::vector<ReportFigure> report_figures;
   figures::Series train_loss{"train", {}, {}}, test_loss{"test", {}, {}};
   figures::Series train_accuracy{"train", {}, {}}, test_accuracy{"test", {}, {}};
   for (const EpochRecord& e : epochs) {
@@ -66,9 +66,9 @@ absl::Status WriteRunReport(const RunReportInput& input) {
     s = figures::PlotCurves(dir + "accuracy.png", "Top-1 accuracy per epoch", "epoch",
                             "accuracy", {train_accuracy, test_accuracy});
     if (!s.ok()) return s;
-    shown.push_back({dir + "loss.png", "Mean training loss (during the epoch) and test loss "
+    report_figures.push_back({dir + "loss.png", "Mean training loss (during the epoch) and test loss "
                                        "(after it), per epoch."});
-    shown.push_back({dir + "accuracy.png", "Training accuracy (during the epoch) and test "
+    report_figures.push_back({dir + "accuracy.png", "Training accuracy (during the epoch) and test "
                                            "accuracy (after it), per epoch."});
   }
   if (!order.empty()) {
@@ -79,7 +79,7 @@ absl::Status WriteRunReport(const RunReportInput& input) {
                                          "step", "L2 norm of the weight gradient", curves,
                                          /*log_y=*/true);
     if (!s.ok()) return s;
-    shown.push_back({dir + "grad_norms.png",
+    report_figures.push_back({dir + "grad_norms.png",
                      absl::StrCat("L2 norm of each weight's gradient per step, computed by the "
                                   "compiled step (--log-grad-norms)",
                                   stride > 1 ? absl::StrCat("; every ", stride, "th layer") : "",
@@ -101,7 +101,7 @@ absl::Status WriteRunReport(const RunReportInput& input) {
     }
     absl::Status s = figures::PlotConfusionMatrix(dir + "confusion.png", *matrix, names);
     if (!s.ok()) return s;
-    shown.push_back({dir + "confusion.png",
+    report_figures.push_back({dir + "confusion.png",
                      absl::StrCat("Test-set confusion matrix after the last epoch (",
                                   input.test->count, " images; accuracy ", result->accuracy,
                                   ").")});
@@ -115,7 +115,7 @@ absl::Status WriteRunReport(const RunReportInput& input) {
     absl::Status s = figures::PlotFilterGrid(dir + "filters.png", weights, shape,
                                              absl::StrCat(p.name, " after training"));
     if (!s.ok()) return s;
-    shown.push_back({dir + "filters.png",
+    report_figures.push_back({dir + "filters.png",
                      absl::StrCat("The filters of ", p.name, ", each scaled to its own range.")});
     break;
   }
@@ -124,7 +124,7 @@ absl::Status WriteRunReport(const RunReportInput& input) {
   report.title = absl::StrCat("Kiln training run: ", model.name);
   report.config = input.config;
   report.epochs = epochs;
-  report.figures = shown;
+  report.figures = report_figures;
   return WriteReport(dir + "report.html", report);
 }
 

@@ -271,10 +271,10 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       if (options.log != nullptr) {
         fmt::print(options.log, "kiln: initialized {} tensors from {}{}\n", report->loaded.size(),
                    options.init_from,
-                   report->kept.empty()
+                   report->mismatched.empty()
                        ? ""
                        : absl::StrCat("; newly initialized (shape differs): ",
-                                      absl::StrJoin(report->kept, ", ")));
+                                      absl::StrJoin(report->mismatched, ", ")));
       }
     }
   }

@@ -250,8 +250,8 @@ TEST(TrainingFeatures, TransferKeepsTheFeaturesAndReinitializesTheHead) {
   const std::vector<float> fresh = target.params();
   absl::StatusOr<PretrainedReport> report = target.LoadPretrained(path);
   ASSERT_TRUE(report.ok()) << report.status();
-  ASSERT_EQ(report->kept.size(), 2u);  // fc2.weight [5, 84] and fc2.bias [5]
-  EXPECT_THAT(report->kept[0], HasSubstr("fc2.weight [5, 84] (the file has F32 [10, 84])"));
+  ASSERT_EQ(report->mismatched.size(), 2u);  // fc2.weight [5, 84] and fc2.bias [5]
+  EXPECT_THAT(report->mismatched[0], HasSubstr("fc2.weight [5, 84] (the file has F32 [10, 84])"));
   for (const ParamInfo& p : target.model().params) {
     const std::vector<float>& expected = p.name.rfind("fc2.", 0) == 0 ? fresh : source.params();
     EXPECT_TRUE(std::equal(target.params().begin() + p.offset,
@@ -259,13 +259,13 @@ TEST(TrainingFeatures, TransferKeepsTheFeaturesAndReinitializesTheHead) {
                            expected.begin() + p.offset))
         << p.name;
   }
-  // Another architecture is refused, listing what is missing, and changes nothing.
+  // Another architecture is rejected, listing what is missing, and changes nothing.
   Network resnet(Model("resnet20"));
   resnet.InitParams(1);
   const std::vector<float> before = resnet.params();
-  absl::StatusOr<PretrainedReport> refused = resnet.LoadPretrained(path);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_THAT(refused.status().message(), HasSubstr("'bn1.weight' is missing"));
+  absl::StatusOr<PretrainedReport> rejected = resnet.LoadPretrained(path);
+  ASSERT_FALSE(rejected.ok());
+  EXPECT_THAT(rejected.status().message(), HasSubstr("'bn1.weight' is missing"));
   EXPECT_EQ(resnet.params(), before);
 }
 

@@ -16,7 +16,7 @@
 
 namespace kiln::test {
 
-/// A split of the installed Fashion-MNIST ("train" or "t10k"), loaded on first use.
+/// Returns a split of the installed Fashion-MNIST ("train" or "t10k"), loaded on first use.
 inline const Dataset& Split(const std::string& split) {
   static auto* cache = new std::map<std::string, Dataset>();
   auto it = cache->find(split);
@@ -28,14 +28,14 @@ inline const Dataset& Split(const std::string& split) {
   return it->second;
 }
 
-/// The first `n` samples of `data`.
+/// Returns the first `n` samples of `data`.
 inline Dataset First(const Dataset& data, int64_t n) {
   absl::StatusOr<Dataset> subset = TakeFirst(data, n);
   EXPECT_TRUE(subset.ok()) << subset.status();
   return subset.ok() ? *subset : Dataset{};
 }
 
-/// A path named `name` in a temporary directory made once per test program.
+/// Returns a path named `name` in a temporary directory made once per test program.
 inline std::string TempPath(const std::string& name) {
   static const std::string dir = [] {
     std::string pattern = ::testing::TempDir() + "/kiln_training_XXXXXX";
@@ -44,7 +44,7 @@ inline std::string TempPath(const std::string& name) {
   return dir + "/" + name;
 }
 
-/// Options for `epochs` epochs that print nothing.
+/// Returns options for `epochs` epochs that print nothing.
 inline TrainOptions QuietOptions(int epochs) {
   TrainOptions options;
   options.epochs = epochs;
@@ -53,7 +53,7 @@ inline TrainOptions QuietOptions(int epochs) {
   return options;
 }
 
-/// The bytes of the file at `path` (empty when it cannot be read).
+/// Returns the bytes of the file at `path` (empty when it cannot be read).
 inline std::string FileBytes(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(file), {});

@@ -2,10 +2,10 @@
 """Writes tests/data/optimizer_reference.safetensors: torch.optim on given gradients.
 
 tests/optimizer_test.cpp applies Kiln's compiled optimizers to the same start and gradients and
-compares. Each case runs five steps of one optimizer on four tensors (the largest, 4,107 values,
-spans more than one chunk of Kiln's sum of squares), with parameter groups for learning-rate
-multipliers and clip_grad_norm_ before each step in the cases that set max_grad_norm. Also stores
-the learning rates of torch.optim.lr_scheduler schedules per epoch.
+compares. Each case runs five steps of one optimizer on four tensors. The largest, of 4,107
+values, spans more than one chunk of Kiln's sum of squares. Parameter groups carry the
+learning-rate multipliers, and the cases that set max_grad_norm call clip_grad_norm_ before each
+step. The file also stores the learning rates of torch.optim.lr_scheduler schedules per epoch.
 
     /usr/bin/python3 tools/make_optimizer_reference.py [tests/data/optimizer_reference.safetensors]
 

@@ -662,8 +662,8 @@ void ManualElementwiseUpdate(Func updated, const Halide::Target& target) {
 }
 
 void ManualSumOfSquares(const LoweredSumOfSquares& s) {
-  // Chunks in parallel, each a vector of lanes; the serial sum of the lanes is the sum's cost
-  // only (a 64 MB array has 4,096 chunks of 16 lanes).
+  // Chunks in parallel, each a vector of lanes. Only the final sum of the lanes is serial, and
+  // it is small: a 64 MB array has 4,096 chunks of 16 lanes.
   Func partial = s.partial;
   Var lane = partial.args()[0], chunk = partial.args()[1];
   partial.compute_root().vectorize(lane).parallel(chunk);
