@@ -3,7 +3,8 @@
 #                [INPUT <CxHxW or F>] [CLASSES <n>] [FREEZE <layer or block>])
 #
 # Builds a generator for the model defined in SOURCES, runs it at build time, and defines the
-# object library kiln_model_<name> that registers the compiled model with the runtime. MODEL
+# object library kiln_model_<name> that registers the compiled model with the runtime and
+# provides <name>_trainer.h (runtime/api/trainer.h). MODEL
 # names the registered definition when it differs from NAME (e.g. NAME resnet18_fmnist MODEL
 # resnet18 INPUT 1x28x28 CLASSES 10). FREEZE compiles a transfer-learning variant whose layers
 # up to and including the named one get no gradients (kiln-gen --freeze). The model is
@@ -34,23 +35,23 @@ function(kiln_add_model)
   endif()
 
   set(generator kiln-gen-${ARG_NAME})
-  add_executable(${generator} ${PROJECT_SOURCE_DIR}/compiler/kiln_gen.cpp
-                              ${PROJECT_SOURCE_DIR}/models/registry.cpp ${ARG_SOURCES})
-  target_link_libraries(${generator} PRIVATE kiln_compiler absl::flags absl::flags_parse)
+  add_executable(${generator} ${ARG_SOURCES})
+  target_link_libraries(${generator} PRIVATE Kiln::gen_main)
 
   set(dir ${KILN_GENERATED_DIR}/${ARG_NAME})
   set(libraries ${dir}/${ARG_NAME}_kernels.a)
   add_custom_command(
     OUTPUT ${libraries} ${dir}/${ARG_NAME}_kernels.h ${dir}/${ARG_NAME}_model.cpp
+           ${dir}/${ARG_NAME}_trainer.h
     COMMAND ${generator} --model ${ARG_MODEL} --name ${ARG_NAME} --schedule ${ARG_SCHEDULE}
             --output_dir ${dir} --batch_size ${ARG_BATCH_SIZE} --target ${KILN_TARGET} ${options}
     DEPENDS ${generator}
     COMMENT "Compiling model ${ARG_NAME} (${ARG_SCHEDULE} schedule, batch ${ARG_BATCH_SIZE})"
     VERBATIM)
 
-  # An object library, so the static registration in <name>_model.cpp is always linked.
+  # An object library, so the static registration in <name>_model.cpp is always linked. Code
+  # that includes <name>_trainer.h needs only the runtime core: no Halide headers.
   add_library(kiln_model_${ARG_NAME} OBJECT ${dir}/${ARG_NAME}_model.cpp)
   target_include_directories(kiln_model_${ARG_NAME} PUBLIC ${dir})
-  target_link_libraries(kiln_model_${ARG_NAME} PUBLIC kiln_runtime_headers ${libraries}
-                        kiln_halide_runtime)
+  target_link_libraries(kiln_model_${ARG_NAME} PUBLIC Kiln::core ${libraries})
 endfunction()

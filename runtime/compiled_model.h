@@ -5,7 +5,7 @@
  * Each generated `<model>_model.cpp` defines one CompiledModel and registers it:
  *
  *   const kiln::CompiledModel* m = kiln::FindCompiledModel("lenet5");
- *   m->functions[m->segments[0].functions].forward(images, params, buffers, logits);
+ *   m->functions[m->segments[0].functions].forward(images, batch, params, buffers, logits);
  */
 #ifndef KILN_RUNTIME_COMPILED_MODEL_H_
 #define KILN_RUNTIME_COMPILED_MODEL_H_
@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "HalideRuntime.h"
+// Declared, not included: code that embeds a compiled model builds without Halide's headers.
+// HalideRuntime.h defines it.
+struct halide_buffer_t;
 
 namespace kiln {
 
@@ -32,13 +34,32 @@ struct ParamInfo {
   bool trainable = true;
 };
 
-/// One row of the model summary.
+/// The settings of a layer's op, as the DSL call gave them (compiler/model.h Layer); the ones an
+/// op does not take keep these defaults.
+struct LayerAttributes {
+  int64_t kernel_size = 0;  ///< conv2d and pooling.
+  int64_t stride = 1;
+  int64_t padding = 0;
+  int64_t dilation = 1;     ///< conv2d.
+  int64_t groups = 1;       ///< conv2d.
+  bool ceil_mode = false;   ///< Pooling.
+  bool count_include_pad = true;  ///< avg_pool2d.
+  float negative_slope = 0; ///< leaky_relu.
+  float p = 0;              ///< dropout.
+  float eps = 1e-5f;        ///< batch_norm.
+};
+
+/// One layer: a row of the model summary and a node of the inference graph (for export).
 struct LayerInfo {
   std::string name;
   std::string op;
   std::vector<int64_t> output_shape;  ///< Per sample, PyTorch order.
   int64_t num_params = 0;
   int64_t flops = 0;  ///< Forward FLOPs per sample; a multiply-add counts as 2.
+  std::vector<int> inputs;   ///< Indices into CompiledModel::layers of the layers it reads.
+  std::vector<int> params;   ///< Indices into CompiledModel::params, weight first.
+  std::vector<int> buffers;  ///< Indices into CompiledModel::buffers (batch_norm: mean, variance).
+  LayerAttributes attributes;
 };
 
 // The compiled functions of one distinct segment (see compiler/lower.h). Buffers follow PyTorch
@@ -47,7 +68,9 @@ struct LayerInfo {
 // ParamInfo reversed. `params`, `grads`, `buffers` and `new_buffers` point to one buffer per
 // entry of the segment's lists, in order; `new_buffers` may alias `buffers`. Each returns 0 or a
 // Halide error code.
-using SegmentForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
+/// `batch` is the input's last extent (a separate argument, so that the generated adapters
+/// compile without HalideRuntime.h).
+using SegmentForwardFn = int (*)(halide_buffer_t* input, int batch, halide_buffer_t* const* params,
                                  halide_buffer_t* const* buffers, halide_buffer_t* output);
 using SegmentTrainForwardFn = int (*)(halide_buffer_t* input, halide_buffer_t* const* params,
                                       halide_buffer_t* const* buffers, uint32_t seed,

@@ -30,6 +30,7 @@
 #include "runtime/idx.h"
 #include "runtime/import_weights.h"
 #include "runtime/network.h"
+#include "runtime/onnx_export.h"
 #include "runtime/plot.h"
 #include "runtime/run_report.h"
 #include "runtime/safetensors.h"
@@ -90,7 +91,9 @@ ABSL_FLAG(bool, log_grad_norms, false,
 ABSL_FLAG(std::string, run_dir, "",
           "Directory for metrics.jsonl, loss/accuracy/gradient/confusion/filter plots and "
           "report.html, rewritten after every epoch.");
-ABSL_FLAG(std::string, output, "", "augment-preview and plot-runs: the PNG file to write.");
+ABSL_FLAG(std::string, output, "",
+          "augment-preview and plot-runs: the PNG file to write; export: the model file.");
+ABSL_FLAG(std::string, format, "onnx", "export: the file format; onnx (opset 13) is the one.");
 ABSL_FLAG(std::string, runs, "",
           "plot-runs: NAME=METRICS_FILE pairs, comma-separated (e.g. plain=a/metrics.jsonl).");
 ABSL_FLAG(std::string, metric, "accuracy", "plot-runs: accuracy, loss or layer-norms.");
@@ -132,6 +135,8 @@ constexpr char kUsage[] =
     "  kiln augment-preview --augment SPEC --output GRID.png [--images N] [--variants N]\n"
     "  kiln plot-runs --runs NAME=METRICS,... --metric accuracy|loss|layer-norms --output F.png\n"
     "  kiln import-weights --model NAME --from STATE_DICT.safetensors --checkpoint PATH\n"
+    "  kiln export  --checkpoint PATH --output MODEL.onnx [--model lenet5] [--format onnx]\n"
+    "               [--batch-size N (0: symbolic)]\n"
     "  kiln bench   [--model lenet5] [--batch-size N] [--threads N] [--seconds S] [--rounds N]\n"
     "               [--schedules manual,naive,...] [--python auto|off|PATH]\n"
     "               [--csv FILE] [--json FILE] [--png FILE] [--augment SPEC]\n\n"
@@ -521,6 +526,29 @@ int RunEval(kiln::Network& net) {
   return 0;
 }
 
+// kiln export: the inference graph of a checkpoint as ONNX.
+int RunExport(kiln::Network& net) {
+  if (absl::GetFlag(FLAGS_format) != "onnx") {
+    return Usage(absl::StrCat("--format '", absl::GetFlag(FLAGS_format),
+                              "' is not supported; use --format onnx"));
+  }
+  if (absl::GetFlag(FLAGS_checkpoint).empty() || absl::GetFlag(FLAGS_output).empty()) {
+    return Usage("export needs --checkpoint PATH and --output MODEL.onnx");
+  }
+  if (absl::Status s = kiln::CheckOutputPath(absl::GetFlag(FLAGS_output)); !s.ok()) return Fail(s);
+  absl::StatusOr<std::map<std::string, std::string>> loaded =
+      net.LoadCheckpoint(absl::GetFlag(FLAGS_checkpoint));
+  if (!loaded.ok()) return Fail(loaded.status());
+  kiln::OnnxExportOptions options;
+  options.batch = absl::GetFlag(FLAGS_batch_size);
+  absl::Status status = kiln::ExportOnnx(net.model(), net.params(), net.buffers(),
+                                         absl::GetFlag(FLAGS_output), options);
+  if (!status.ok()) return Fail(status);
+  fmt::print("wrote {} (ONNX opset {}, batch {})\n", absl::GetFlag(FLAGS_output), options.opset,
+             options.batch == 0 ? "symbolic" : std::to_string(options.batch));
+  return 0;
+}
+
 // kiln augment-preview: --images training images, each beside --variants augmented draws.
 int RunAugmentPreview(const kiln::CompiledModel& model) {
   if (absl::GetFlag(FLAGS_output).empty()) return Usage("augment-preview needs --output GRID.png");
@@ -638,15 +666,15 @@ int main(int argc, char** argv) {
   std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   constexpr char kCommands[] =
-      "use train, eval, summary, import-weights, augment-preview, plot-runs or bench";
+      "use train, eval, summary, import-weights, export, augment-preview, plot-runs or bench";
   if (positional.size() != 2) {
     return Usage(positional.size() < 2 ? absl::StrCat("missing command: ", kCommands)
                                        : absl::StrCat("unexpected argument '", positional[2], "'"));
   }
   const std::string command = positional[1];
   if (command != "train" && command != "eval" && command != "summary" &&
-      command != "import-weights" && command != "augment-preview" && command != "plot-runs" &&
-      command != "bench") {
+      command != "import-weights" && command != "export" && command != "augment-preview" &&
+      command != "plot-runs" && command != "bench") {
     return Usage(absl::StrCat("unknown command '", command, "': ", kCommands));
   }
   if (absl::Status status = ValidateFlags(); !status.ok()) return Usage(std::string(status.message()));
@@ -677,5 +705,6 @@ int main(int argc, char** argv) {
 
   kiln::SetThreads(absl::GetFlag(FLAGS_threads));
   kiln::Network net(*model);
+  if (command == "export") return RunExport(net);
   return command == "train" ? RunTrain(net) : RunEval(net);
 }

@@ -79,6 +79,8 @@ class Network {
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }
   const std::vector<float>& grads() const { return grads_; }
+  /// Written by Backward, read by Update; callers may replace them between the two.
+  std::vector<float>& grads() { return grads_; }
   /// SGD's momentum buffers.
   std::vector<float>& velocity() { return optimizer_.momentum; }
   OptimizerState& optimizer_state() { return optimizer_; }

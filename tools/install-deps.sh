@@ -14,6 +14,7 @@ packages=(
   libpng-dev          # PNG plots of kiln-regression
   libplplot-dev       # charts of training runs (runtime/figures.h)
   plplot-driver-cairo # PLplot's PNG device, pngcairo
+  libonnx-dev         # kiln export --format onnx: the ONNX protobuf classes and checker
   dataset-fashion-mnist
 )
 
