@@ -8,9 +8,9 @@
  *   net.LoadCheckpoint("lenet5.safetensors");
  *   absl::Status s = kiln::ExportOnnx(net.model(), net.params(), net.buffers(), "lenet5.onnx");
  *
- * The file is checked before it is written: by the ONNX checker, and by ONNX's strict shape
- * inference against the shape Kiln computed for every layer, so an operator whose semantics
- * differ in shape (a pooling window rounding, say) is an error instead of a silently wrong file.
+ * The ONNX checker and ONNX's strict shape inference run before the file is written. Shape
+ * inference compares every layer's shape with the one Kiln computed, so an operator whose ONNX
+ * semantics give another shape (a pooling window's rounding, say) is an error, not a wrong file.
  */
 #ifndef KILN_RUNTIME_ONNX_EXPORT_H_
 #define KILN_RUNTIME_ONNX_EXPORT_H_

@@ -106,6 +106,39 @@ TEST(Cli, ResumeContinuesWithSavedHyperparameters) {
   EXPECT_THAT(done.output, HasSubstr("already has 2 epochs"));
 }
 
+TEST(Cli, ExportWritesOnnxAndRejectsBadArguments) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  Result trained = RunKiln("train --epochs 1 --train-limit 128 --test-limit 64 --threads 1 "
+                           "--checkpoint " + dir + "/m.safetensors");
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+
+  Result r = RunKiln("export --checkpoint " + dir + "/m.safetensors --output " + dir + "/m.onnx");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("(ONNX opset 13, batch symbolic)"));
+  FILE* onnx = std::fopen((dir + "/m.onnx").c_str(), "rb");
+  ASSERT_NE(onnx, nullptr);
+  std::fclose(onnx);
+
+  r = RunKiln("export --checkpoint " + dir + "/m.safetensors --output " + dir +
+              "/m.tflite --format tflite");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--format 'tflite' is not supported; use --format onnx"));
+  r = RunKiln("export --output " + dir + "/x.onnx");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("export needs --checkpoint PATH and --output MODEL.onnx"));
+  r = RunKiln("export --checkpoint " + dir + "/m.safetensors --output /nonexistent/m.onnx");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("/nonexistent/m.onnx"));
+  // A checkpoint of another model: nothing is written.
+  r = RunKiln("export --model resnet20 --checkpoint " + dir + "/m.safetensors --output " + dir +
+              "/r.onnx");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("lenet5"));
+  EXPECT_EQ(std::fopen((dir + "/r.onnx").c_str(), "rb"), nullptr);
+}
+
 TEST(Cli, DeviceAsCheckpointIsRejected) {
   Result r = RunKiln("train --epochs 1 --train-limit 64 --test-limit 64 --checkpoint /dev/null");
   EXPECT_EQ(r.exit_code, 1) << r.output;
