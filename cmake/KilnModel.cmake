@@ -14,11 +14,28 @@ function(kiln_add_model)
   if(NOT ARG_NAME OR NOT ARG_SOURCES)
     message(FATAL_ERROR "kiln_add_model: NAME and SOURCES are required")
   endif()
+  if(ARG_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "kiln_add_model(${ARG_NAME}): unknown arguments '${ARG_UNPARSED_ARGUMENTS}'; "
+                        "the keywords are NAME, SOURCES, MODEL, SCHEDULE, BATCH_SIZE, INPUT, "
+                        "CLASSES and FREEZE")
+  endif()
+  # The name becomes C and C++ identifiers in <name>_trainer.h.
+  if(NOT ARG_NAME MATCHES "^[A-Za-z_][A-Za-z0-9_]*$")
+    message(FATAL_ERROR "kiln_add_model: NAME '${ARG_NAME}' is not an identifier; use letters, "
+                        "digits and '_', starting with a letter (e.g. my_model)")
+  endif()
   if(NOT ARG_SCHEDULE)
     set(ARG_SCHEDULE ${KILN_SCHEDULE})
   endif()
-  if(NOT ARG_BATCH_SIZE)
+  if(NOT DEFINED ARG_BATCH_SIZE)
     set(ARG_BATCH_SIZE 64)
+  elseif(NOT ARG_BATCH_SIZE MATCHES "^[1-9][0-9]*$")
+    message(FATAL_ERROR "kiln_add_model(${ARG_NAME}): BATCH_SIZE '${ARG_BATCH_SIZE}' is not a "
+                        "positive integer")
+  endif()
+  if(DEFINED ARG_CLASSES AND NOT ARG_CLASSES MATCHES "^[1-9][0-9]*$")
+    message(FATAL_ERROR "kiln_add_model(${ARG_NAME}): CLASSES '${ARG_CLASSES}' is not a "
+                        "positive integer")
   endif()
   if(NOT ARG_MODEL)
     set(ARG_MODEL ${ARG_NAME})

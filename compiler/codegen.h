@@ -55,6 +55,10 @@ struct CodegenReport {
 /// without AVX-VNNI.
 Halide::Target HostTarget();
 
+/// Returns the target string Kiln compiles for when given `target` ("host" or a target string):
+/// the resolved host target or `target` itself, with `no_runtime` as every generated library has.
+absl::StatusOr<std::string> ResolveTarget(const std::string& target);
+
 /// Schedules the pipeline of a lowered segment with `scheduler`. Under an autoscheduler, outputs
 /// with a batch dimension are copied out by a final manual stage (see the NOTE in codegen.cpp).
 absl::StatusOr<Halide::Pipeline> SegmentPipeline(const LoweredSegment& segment,

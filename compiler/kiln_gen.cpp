@@ -35,6 +35,9 @@ ABSL_FLAG(int, parallelism, 2, "Threads the autoschedulers tune for (the run-tim
 ABSL_FLAG(bool, emit_stmt, false, "Also write each function's lowered loop nest (<function>.stmt).");
 ABSL_FLAG(std::string, runtime, "",
           "Instead of a model, write the shared Halide runtime to <this path>.a.");
+ABSL_FLAG(std::string, print_target, "",
+          "Instead of a model, print the target string Kiln compiles for given this --target "
+          "value (host resolves to this machine's).");
 ABSL_FLAG(std::string, optimizers, "",
           "Instead of a model, write the optimizers (SGD, Adam, sums of squares) shared by all "
           "models to <this path>.{a,h}.");
@@ -44,6 +47,15 @@ int main(int argc, char** argv) {
                                "  kiln-gen --model lenet5 --output_dir generated/lenet5");
   absl::ParseCommandLine(argc, argv);
 
+  if (!absl::GetFlag(FLAGS_print_target).empty()) {
+    absl::StatusOr<std::string> target = kiln::ResolveTarget(absl::GetFlag(FLAGS_print_target));
+    if (!target.ok()) {
+      std::fprintf(stderr, "kiln-gen: %s\n", std::string(target.status().message()).c_str());
+      return 2;
+    }
+    std::printf("%s\n", target->c_str());
+    return 0;
+  }
   if (!absl::GetFlag(FLAGS_runtime).empty() || !absl::GetFlag(FLAGS_optimizers).empty()) {
     const std::string target = absl::GetFlag(FLAGS_target);
     absl::Status status =
@@ -91,8 +103,31 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<kiln::Model> model = kiln::BuildModel(name, model_options);
   if (!model.ok()) {
-    std::fprintf(stderr, "kiln-gen: %s\n", std::string(model.status().message()).c_str());
+    const bool unknown = model.status().code() == absl::StatusCode::kNotFound;
+    std::fprintf(stderr, "kiln-gen: %s%s\n", std::string(model.status().message()).c_str(),
+                 unknown ? "; with kiln_add_model, MODEL names the definition when NAME differs"
+                         : "");
     return 1;
+  }
+  // A definition may fix its input or output size; a request it ignored is an error, not a
+  // model of another size than asked for.
+  const std::vector<int64_t>& input = model->input_layer().output_shape;
+  if (!absl::GetFlag(FLAGS_input).empty() &&
+      (input[0] != model_options.channels ||
+       (input.size() == 3 && (input[1] != model_options.height ||
+                              input[2] != model_options.width)))) {
+    std::fprintf(stderr, "kiln-gen: model '%s' does not take --input %s: its definition fixes the "
+                 "input at %s; change the definition to read ModelOptions\n", name.c_str(),
+                 absl::GetFlag(FLAGS_input).c_str(), absl::StrJoin(input, "x").c_str());
+    return 2;
+  }
+  const std::vector<int64_t>& output = model->logits_layer().output_shape;
+  if (model_options.num_classes > 0 &&
+      (output.size() != 1 || output[0] != model_options.num_classes)) {
+    std::fprintf(stderr, "kiln-gen: model '%s' does not take --classes %d: its definition fixes "
+                 "the output at %s; change the definition to read ModelOptions\n", name.c_str(),
+                 absl::GetFlag(FLAGS_classes), absl::StrJoin(output, "x").c_str());
+    return 2;
   }
   if (!absl::GetFlag(FLAGS_name).empty()) model->name = absl::GetFlag(FLAGS_name);
   if (!absl::GetFlag(FLAGS_freeze).empty()) {

@@ -622,6 +622,25 @@ absl::StatusOr<Model> ModelBuilder::build() && {
         "cross_entropy_loss(logits, classes) or mse_loss(prediction)"));
   }
 
+  // Every layer must feed the loss: an unused output is a definition mistake (a forgotten
+  // residual add, say), and the compiled step would compute it for nothing.
+  const int last = static_cast<int>(model_.layers.size()) - 1;
+  std::vector<bool> reaches(model_.layers.size(), false);
+  reaches[last] = true;
+  for (int i = last; i >= 0; --i) {
+    if (!reaches[i]) continue;
+    for (int in : model_.layers[i].inputs) reaches[in] = true;
+  }
+  std::vector<std::string> unused;
+  for (int i = 0; i < last; ++i) {
+    if (!reaches[i]) unused.push_back(model_.layers[i].name);
+  }
+  if (!unused.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", model_.name, "': the output of ", absl::StrJoin(unused, ", "),
+        " does not reach the loss; use it in a later layer or remove the layer"));
+  }
+
   // Segments: each block, and each run of layers between blocks.
   const int count = static_cast<int>(model_.layers.size());
   for (int i = 1; i < count;) {

@@ -22,7 +22,8 @@ std::string ParentDirectory(const std::string& path) {
 }
 
 // Checks `path` without creating anything: not empty, its directory exists and is writable by
-// access(), and `path` is not a directory.
+// access(), and `path` is a regular file or nothing. A rename would replace a device or a FIFO
+// (/dev/null, say) with a regular file.
 absl::Status CheckDestination(const std::string& path) {
   if (path.empty()) return absl::InvalidArgumentError("the output path is empty");
 
@@ -45,6 +46,10 @@ absl::Status CheckDestination(const std::string& path) {
   if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot write '", path, "': it is a directory; name a file"));
+  }
+  if (::lstat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode) && !S_ISLNK(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot write '", path, "': it exists and is not a regular file; choose another path"));
   }
   return absl::OkStatus();
 }
@@ -109,6 +114,13 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
     ::unlink(temp.c_str());
     return absl::ErrnoToStatus(
         error, absl::StrCat("failed to write '", path, "' (through temporary file '", temp, "')"));
+  }
+  // The rename is durable once the directory is flushed too. The new file is complete either
+  // way, so a directory that cannot be flushed (some file systems refuse) is not an error.
+  const int directory = ::open(ParentDirectory(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (directory >= 0) {
+    ::fsync(directory);
+    ::close(directory);
   }
   return absl::OkStatus();
 }

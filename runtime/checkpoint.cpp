@@ -3,12 +3,15 @@
 
 #include "runtime/checkpoint.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <set>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace kiln {
@@ -97,6 +100,54 @@ absl::Status CheckLayout(const CompiledModel& model) {
   return CheckEntries(model, model.buffers, model.num_buffer_values, "buffer");
 }
 
+namespace {
+
+// CRC-32 (zlib's) of every tensor's name, dtype, shape and bytes and of every metadata entry
+// but the checksum itself, in name order: "kiln.checksum", which catches a file changed or
+// damaged after it was written.
+std::string Checksum(const TensorFile& file) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  auto add = [&crc](const void* bytes, size_t size) {
+    // zlib takes at most 4 GB per call.
+    const Bytef* p = static_cast<const Bytef*>(bytes);
+    while (size > 0) {
+      const uInt chunk = static_cast<uInt>(std::min<size_t>(size, 1u << 30));
+      crc = crc32(crc, p, chunk);
+      p += chunk;
+      size -= chunk;
+    }
+  };
+  for (const auto& [key, value] : file.metadata) {
+    if (key == "kiln.checksum") continue;
+    add(key.data(), key.size() + 1);
+    add(value.data(), value.size() + 1);
+  }
+  for (const auto& [name, tensor] : file.tensors) {
+    add(name.data(), name.size() + 1);  // With the terminating zero, so names cannot run on.
+    const int32_t dtype = static_cast<int32_t>(tensor.dtype);
+    add(&dtype, sizeof(dtype));
+    add(tensor.shape.data(), tensor.shape.size() * sizeof(int64_t));
+    add(tensor.data.data(), tensor.data.size());
+  }
+  return absl::StrFormat("crc32:%08x", crc);
+}
+
+// Reads a checkpoint and checks its checksum. Checkpoints from before checksums have none.
+absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path) {
+  absl::StatusOr<TensorFile> file = ReadSafetensors(path);
+  if (!file.ok()) return file.status();
+  const auto checksum = file->metadata.find("kiln.checksum");
+  if (checksum != file->metadata.end() && checksum->second != Checksum(*file)) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint '", path, "' is corrupt: its contents do not match the checksum (",
+        checksum->second, ") written with them, so the file was changed or damaged after it was "
+        "saved. Use an earlier checkpoint or a backup"));
+  }
+  return file;
+}
+
+}  // namespace
+
 absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
                             const ModelState& state,
                             const std::map<std::string, std::string>& metadata) {
@@ -114,6 +165,7 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
   TensorFile file;
   file.metadata = metadata;
   file.metadata["kiln.model"] = model.name;
+  file.metadata["kiln.definition"] = model.model.empty() ? model.name : model.model;
   file.metadata["kiln.num_params"] = absl::StrCat(model.num_params);
 
   for (const ParamInfo& p : model.params) {
@@ -133,16 +185,16 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
     status = AddTensor(path, b.name, b, state.buffers, file);
     if (!status.ok()) return status;
   }
-
+  file.metadata["kiln.checksum"] = Checksum(file);
   return WriteSafetensors(path, file);
 }
 
-absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path,
-                                                                  const CompiledModel& model,
-                                                                  ModelState& state) {
+absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(
+    const std::string& path, const CompiledModel& model, ModelState& state,
+    const MetadataCheck& check_metadata) {
   absl::Status layout = CheckLayout(model);
   if (!layout.ok()) return layout;
-  absl::StatusOr<TensorFile> file = ReadSafetensors(path);
+  absl::StatusOr<TensorFile> file = ReadCheckpointFile(path);
   if (!file.ok()) return file.status();
 
   // Check everything before copying anything, so that a mismatched file changes nothing.
@@ -157,11 +209,23 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::str
   const DType kF32Only[] = {DType::kF32};
   TensorDifferences differences = CompareTensors(file->tensors, expected, kF32Only, model.name);
 
+  // Builds of one definition under other names (a frozen variant, another target) load each
+  // other's checkpoints; older checkpoints name only the build.
   const auto saved_model = file->metadata.find("kiln.model");
-  if (saved_model != file->metadata.end() && saved_model->second != model.name) {
+  const auto saved_definition = file->metadata.find("kiln.definition");
+  const std::string definition = model.model.empty() ? model.name : model.model;
+  if (saved_model != file->metadata.end() && saved_model->second != model.name &&
+      (saved_definition != file->metadata.end() ? saved_definition->second
+                                                : saved_model->second) != definition) {
     differences.sentences.insert(differences.sentences.begin(),
                                  absl::StrCat("the file is a checkpoint of model '",
                                               saved_model->second, "', not '", model.name, "'"));
+  }
+  if (differences.empty() && check_metadata) {
+    if (absl::Status s = check_metadata(file->metadata); !s.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint '", path, "' has invalid metadata: ", s.message()));
+    }
   }
   if (!differences.empty()) {
     return absl::InvalidArgumentError(FormatDifferences(
@@ -207,7 +271,7 @@ absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
   if (status.ok()) status = CheckSize(model, state.params, model.num_params, "parameter");
   if (status.ok()) status = CheckSize(model, state.buffers, model.num_buffer_values, "buffer");
   if (!status.ok()) return status;
-  absl::StatusOr<TensorFile> file = ReadSafetensors(path);
+  absl::StatusOr<TensorFile> file = ReadCheckpointFile(path);
   if (!file.ok()) return file.status();
 
   PretrainedReport report;

@@ -77,15 +77,20 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
 /// Every parameter and every buffer of `model` is required, as an F32 tensor of its shape. A
 /// momentum tensor may be absent, and the momentum of that parameter is then zero. Adam's moments
 /// are loaded when the file has any (absent ones are zero); otherwise they come back empty. The
-/// file must contain no other tensors, and its "kiln.model", when present, must be `model.name`.
+/// file must contain no other tensors, and its "kiln.model", when present, must be `model.name`
+/// or a build of the same definition ("kiln.definition", CompiledModel::model). The file's
+/// "kiln.checksum", when present, must match its tensors and metadata.
 /// On success `state` has the sizes that `model` needs, whatever it held before. An array that
 /// already had its size keeps its storage, so pointers into it (Halide buffers) stay valid.
 /// On any error `state` is unchanged. A file that does not match returns InvalidArgument with one
 /// message that names `path` and lists every difference; read errors are those of
 /// ReadSafetensors.
-absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path,
-                                                                  const CompiledModel& model,
-                                                                  ModelState& state);
+/// `check_metadata`, when given, is called on the file's metadata once the tensors match; its
+/// error (the message of a value it cannot use) becomes DataLoss and nothing is loaded.
+using MetadataCheck = std::function<absl::Status(const std::map<std::string, std::string>&)>;
+absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(
+    const std::string& path, const CompiledModel& model, ModelState& state,
+    const MetadataCheck& check_metadata = nullptr);
 
 /// The tensors LoadPretrained copied from a checkpoint, and those it left alone.
 struct PretrainedReport {

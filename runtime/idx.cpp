@@ -497,6 +497,14 @@ absl::StatusOr<std::vector<int>> ParseClassList(const std::string& spec) {
           "class list entry '", part, "' is not a class or a range such as 0-4; e.g. 0-4 or "
           "5,6,7,8,9"));
     }
+    // IDX labels are bytes. The bound also keeps a range such as 0-2000000000 from filling
+    // memory before SelectClasses rejects it.
+    constexpr int kLargestLabel = 255;
+    if (last > kLargestLabel) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "class list entry '", part, "' names class ", last, ", above ", kLargestLabel,
+          ", the largest label an IDX file can hold"));
+    }
     for (int c = first; c <= last; ++c) classes.push_back(c);
   }
   return classes;

@@ -86,6 +86,9 @@ ABSL_FLAG(std::string, init_from, "",
           "match (a new classifier head keeps its fresh initialization).");
 ABSL_FLAG(std::string, metrics, "",
           "Write per-step and per-epoch metrics to this .jsonl or .csv file.");
+ABSL_FLAG(bool, skip_nonfinite, false,
+          "Skip (and count) batches whose loss or gradients are NaN or infinite, instead "
+          "of stopping with an error that names the step and the first layer affected.");
 ABSL_FLAG(bool, log_grad_norms, false,
           "Record each conv and dense layer's weight-gradient norm per step in the metrics.");
 ABSL_FLAG(std::string, run_dir, "",
@@ -129,6 +132,7 @@ constexpr char kUsage[] =
     "               [--warmup-start-factor X] [--threads N] [--augment SPEC]\n"
     "               [--classes 0-4 [--train-per-class N]] [--init-from CHECKPOINT]\n"
     "               [--metrics FILE.jsonl|csv] [--log-grad-norms] [--run-dir DIR]\n"
+    "               [--skip-nonfinite]\n"
     "               [--train-limit N] [--test-limit N] [--checkpoint PATH [--resume]]\n"
     "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
     "  kiln summary [--model lenet5]\n"
@@ -360,6 +364,7 @@ absl::StatusOr<kiln::TrainOptions> TrainOptionsFromFlags() {
   options.init_from = absl::GetFlag(FLAGS_init_from);
   options.metrics = absl::GetFlag(FLAGS_metrics);
   options.log_grad_norms = absl::GetFlag(FLAGS_log_grad_norms);
+  options.skip_nonfinite = absl::GetFlag(FLAGS_skip_nonfinite);
   options.run_dir = absl::GetFlag(FLAGS_run_dir);
   return options;
 }

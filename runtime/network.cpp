@@ -32,8 +32,12 @@ absl::Status HalideStatus(int code, const std::string& function, const CompiledM
   std::string message = std::move(halide_message);
   halide_message.clear();
   while (!message.empty() && message.back() == '\n') message.pop_back();
-  return absl::InternalError(absl::StrCat(model.name, "_", function, " failed (Halide error ", code,
-                                          "): ", message));
+  // Halide limits each buffer to 2^31 - 1 bytes, which a large batch's activations can exceed.
+  const bool too_large = code == halide_error_code_buffer_allocation_too_large ||
+                         code == halide_error_code_buffer_extents_too_large;
+  return absl::InternalError(absl::StrCat(
+      model.name, "_", function, " failed (Halide error ", code, "): ", message,
+      too_large ? "; the batch is too large for one call, so split it into smaller batches" : ""));
 }
 
 // Halide buffer views of the per-tensor slices of a flat array, one per ParamInfo. The
@@ -255,6 +259,37 @@ absl::StatusOr<std::vector<double>> Network::GradientNorms() const {
   return kiln::GradientNorms(model_.params, grads_);
 }
 
+absl::Status Network::CheckFinite(const BatchResult& result,
+                                  const std::vector<double>* norms) const {
+  absl::StatusOr<std::vector<double>> computed;
+  if (norms == nullptr) {
+    computed = GradientNorms();
+    if (!computed.ok()) return computed.status();
+    norms = &*computed;
+  }
+  const std::string loss = std::isfinite(result.loss)
+                               ? ""
+                               : absl::StrCat("the loss is ", result.loss, " and ");
+  for (size_t i = 0; i < model_.params.size(); ++i) {
+    const ParamInfo& p = model_.params[i];
+    if (!p.trainable || std::isfinite((*norms)[i])) continue;
+    // The sum of squares is infinite for an infinite element and, rarely, for finite elements
+    // above about 1e19; either way the step is unusable.
+    return absl::DataLossError(absl::StrCat(
+        "step ", steps_, ": ", loss, "the gradient of ", p.name, " is ",
+        std::isnan((*norms)[i]) ? "NaN" : "infinite or overflows", "; layer ",
+        p.name.substr(0, p.name.rfind('.')),
+        " is the first layer affected. Check the inputs for NaN or infinite values, or lower "
+        "the learning rate"));
+  }
+  if (!loss.empty()) {
+    return absl::DataLossError(absl::StrCat(
+        "step ", steps_, ": the loss is ", result.loss, " while every gradient is finite; "
+        "check the targets for NaN or infinite values"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Network::SaveCheckpoint(const std::string& path,
                                      const std::map<std::string, std::string>& metadata) const {
   ModelState state{params_, optimizer_.momentum, buffers_, optimizer_.exp_avg,
@@ -266,19 +301,34 @@ absl::Status Network::SaveCheckpoint(const std::string& path,
   return kiln::SaveCheckpoint(path, model_, state, all);
 }
 
-absl::StatusOr<std::map<std::string, std::string>> Network::LoadCheckpoint(const std::string& path) {
+absl::StatusOr<std::map<std::string, std::string>> Network::LoadCheckpoint(
+    const std::string& path, const MetadataCheck& check_metadata) {
+  // The step counts, checked before anything is loaded. Checkpoints from before these keys start
+  // the counts afresh.
+  const char* const kCounts[] = {"kiln.optimizer_steps", "kiln.steps", "kiln.dropout_seed"};
+  auto check = [&](const std::map<std::string, std::string>& metadata) {
+    for (const char* key : kCounts) {
+      uint64_t value = 0;
+      auto it = metadata.find(key);
+      if (it != metadata.end() && !absl::SimpleAtoi(it->second, &value)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(key, " is '", it->second, "', not a count"));
+      }
+    }
+    return check_metadata ? check_metadata(metadata) : absl::OkStatus();
+  };
   // LoadCheckpoint keeps the arrays' storage when their sizes match, so the views the generated
   // functions read stay valid; it changes nothing on error.
   ModelState state{std::move(params_), std::move(optimizer_.momentum), std::move(buffers_),
                    std::move(optimizer_.exp_avg), std::move(optimizer_.exp_avg_sq)};
-  absl::StatusOr<std::map<std::string, std::string>> metadata = kiln::LoadCheckpoint(path, model_, state);
+  absl::StatusOr<std::map<std::string, std::string>> metadata =
+      kiln::LoadCheckpoint(path, model_, state, check);
   params_ = std::move(state.params);
   optimizer_.momentum = std::move(state.velocity);
   buffers_ = std::move(state.buffers);
   optimizer_.exp_avg = std::move(state.exp_avg);
   optimizer_.exp_avg_sq = std::move(state.exp_avg_sq);
   if (!metadata.ok()) return metadata;
-  // Checkpoints from before these keys start the counts afresh.
   uint64_t value = 0;
   auto read = [&](const char* key, auto& field) {
     auto it = metadata->find(key);

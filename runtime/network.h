@@ -75,6 +75,13 @@ class Network {
   absl::Status Update(const SgdOptions& options);
   /// The L2 norm of each parameter's gradient, in the order of CompiledModel::params.
   absl::StatusOr<std::vector<double>> GradientNorms() const;
+  /// Checks the result of the last Backward for NaN and infinity: the loss, then the trainable
+  /// gradients in layer order (by their norms, `norms` when given, else computed). The error
+  /// names the first non-finite one, its layer and the step (1-based, as counted by Backward).
+  absl::Status CheckFinite(const BatchResult& result,
+                           const std::vector<double>* norms = nullptr) const;
+  /// The number of Backward calls so far (kept in checkpoints).
+  uint64_t steps() const { return steps_; }
 
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }
@@ -100,8 +107,9 @@ class Network {
 
   /// Loads a checkpoint written by SaveCheckpoint, step counts included; returns its metadata.
   /// On any error the network's state is unchanged and the message lists what differs from this
-  /// model.
-  absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(const std::string& path);
+  /// model. `check_metadata` may reject the metadata first (kiln::LoadCheckpoint).
+  absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(
+      const std::string& path, const MetadataCheck& check_metadata = nullptr);
 
   /// Copies the matching parameters and running statistics of a pretrained checkpoint
   /// (kiln::LoadPretrained); the others, such as a new classifier head, keep their values.

@@ -73,7 +73,7 @@ std::vector<Run> Runs(const std::vector<ParamInfo>& params,
 absl::Status CheckRange(bool valid, absl::string_view name, double value, absl::string_view range) {
   if (valid) return absl::OkStatus();
   return absl::InvalidArgumentError(
-      absl::StrCat(name, " ", fmt::format("{}", value), " is invalid; use a value ", range));
+      absl::StrCat(name, " ", fmt::format("{}", value), " is invalid; use a finite value ", range));
 }
 
 absl::Status SumOfSquares(const float* data, int64_t count, double& sum) {
@@ -164,7 +164,7 @@ absl::Status CheckOptimizerOptions(const OptimizerOptions& o,
   if (s.ok() && o.kind == OptimizerKind::kSgd) {
     s = CheckRange(std::isfinite(o.momentum) && o.momentum >= 0, "momentum", o.momentum, ">= 0");
     if (s.ok() && o.nesterov && o.momentum <= 0) {
-      s = absl::InvalidArgumentError("Nesterov momentum needs a momentum above 0; pass --momentum");
+      s = absl::InvalidArgumentError("Nesterov momentum needs a momentum above 0; set one, or turn Nesterov off");
     }
   }
   if (s.ok() && o.kind != OptimizerKind::kSgd) {

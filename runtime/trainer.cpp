@@ -345,18 +345,40 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     ProgressBar bar(options.progress, fmt::format("epoch {}/{}", epoch + 1, options.epochs), train.count);
     double loss_sum = 0;
     int64_t correct = 0;
+    int64_t trained = 0;  // Images of the batches not skipped.
+    int skipped = 0;
+    std::vector<float> statistics;  // Running statistics before the step, to undo a skipped one.
     BatchPrefetcher batches(train, order, batch_size, options.augmentation, seed, epoch);
     for (int64_t begin = 0; begin < train.count; begin += batch_size) {
       absl::StatusOr<const TrainingBatch*> batch = batches.Next();
       if (!batch.ok()) return batch.status();
       const int count = (*batch)->count;
+      if (options.skip_nonfinite) statistics = net.buffers();
       absl::StatusOr<BatchResult> step =
           net.Backward((*batch)->images.data(), (*batch)->labels.data(), count);
       if (!step.ok()) return step.status();
       StepRecord record;
+      absl::StatusOr<std::vector<double>> norms;
       if (options.log_grad_norms) {
-        absl::StatusOr<std::vector<double>> norms = net.GradientNorms();
+        norms = net.GradientNorms();
         if (!norms.ok()) return norms.status();
+      }
+      // A NaN or infinity stops the run before the update, so the parameters and the last
+      // checkpoint stay as they were, or skips the batch.
+      absl::Status finite = net.CheckFinite(*step, options.log_grad_norms ? &*norms : nullptr);
+      if (!finite.ok() && !options.skip_nonfinite) {
+        return absl::DataLossError(absl::StrCat(
+            finite.message(), ", or pass --skip-nonfinite to skip such batches. Training stopped "
+            "in epoch ", epoch + 1, " at learning rate ", lr,
+            options.checkpoint.empty() ? "" : "; the checkpoint '",
+            options.checkpoint, options.checkpoint.empty() ? "" : "' is left as it was", "."));
+      }
+      if (!finite.ok()) {
+        net.buffers() = statistics;
+        ++skipped;
+        continue;
+      }
+      if (options.log_grad_norms) {
         double squares = 0;
         for (size_t i = 0; i < norms->size(); ++i) {
           const ParamInfo& p = model.params[i];
@@ -373,7 +395,8 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       if (options.optimizer.max_grad_norm > 0) record.grad_norm = update->grad_norm;
       loss_sum += static_cast<double>(step->loss) * count;
       correct += step->correct;
-      bar.Update(begin + count, loss_sum / (begin + count));
+      trained += count;
+      bar.Update(begin + count, loss_sum / trained);
       ++step_count;
       if (metrics) {
         record.epoch = epoch + 1;
@@ -390,15 +413,14 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     stats.epoch = epoch + 1;
     stats.seconds = Seconds(start);
     stats.images_per_second = train.count / stats.seconds;
-    stats.train_loss = loss_sum / train.count;
-    stats.train_accuracy = static_cast<double>(correct) / train.count;
-    if (!std::isfinite(stats.train_loss)) {
-      // NOTE: detected per epoch, not per step, and the checkpoint is not written, so the last
-      // good one stays.
-      return absl::FailedPreconditionError(absl::StrCat(
-          "training diverged in epoch ", epoch + 1, ": the mean loss is ", stats.train_loss,
-          "; lower the learning rate (now ", lr, ")"));
+    stats.skipped_batches = skipped;
+    if (trained == 0) {
+      return absl::DataLossError(absl::StrCat(
+          "every batch of epoch ", epoch + 1, " had NaN or infinite values and was skipped; check "
+          "the inputs, or lower the learning rate (now ", lr, ")"));
     }
+    stats.train_loss = loss_sum / trained;
+    stats.train_accuracy = static_cast<double>(correct) / trained;
     if (test != nullptr) {
       absl::StatusOr<EvalResult> result = Evaluate(net, *test, batch_size);
       if (!result.ok()) return result.status();
@@ -432,6 +454,10 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
                  "{:.4f}  {:.1f} s  {:.0f} img/s\n",
                  stats.epoch, options.epochs, stats.train_loss, stats.train_accuracy,
                  stats.test.loss, stats.test.accuracy, stats.seconds, stats.images_per_second);
+      if (skipped > 0) {
+        fmt::print(options.log, "           skipped {} batch{} with NaN or infinite values\n",
+                   skipped, skipped == 1 ? "" : "es");
+      }
       std::fflush(options.log);
     }
     history.push_back(stats);

@@ -53,6 +53,10 @@ struct TrainOptions {
   /// When set: metrics.jsonl (unless `metrics` names a file), the figures and report.html
   /// (run_report.h), rewritten after every epoch.
   std::string run_dir;
+  /// A NaN or infinity in a step's loss or gradients stops training with an error naming the
+  /// step and the first layer affected. When set, the batch is skipped instead (no update, its
+  /// running statistics undone) and counted in EpochStats::skipped_batches.
+  bool skip_nonfinite = false;
   std::FILE* log = stdout;     ///< Start line and one line per epoch; nullptr for none.
   std::FILE* progress = stderr;///< Progress bar, drawn only when this is a terminal.
 };
@@ -70,6 +74,7 @@ struct EpochStats {
   EvalResult test;  ///< count is 0 when no test set was given.
   double seconds = 0;
   double images_per_second = 0;
+  int skipped_batches = 0;  ///< Batches skipped for NaN or infinite values (skip_nonfinite).
 };
 
 /// Checks that `data` fits the model: image shape, and labels below the class count. `role`

@@ -3,9 +3,13 @@
 /// (runtime/import_weights.h) on a small hand-built model description: round trips, every
 /// mismatch a file can have, dtype conversion, and that a failed load changes nothing.
 
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -16,7 +20,9 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -125,8 +131,11 @@ std::string TempPath(const std::string& name) {
   return directory + "/" + name;
 }
 
-std::string Write(const std::string& name, const TensorFile& file) {
+// Writes a hand-made file. A saved checkpoint's checksum is dropped, as edited files and those
+// of other programs have none.
+std::string Write(const std::string& name, TensorFile file) {
   const std::string path = TempPath(name);
+  file.metadata.erase("kiln.checksum");
   absl::Status written = WriteSafetensors(path, file);
   EXPECT_TRUE(written.ok()) << written;
   return path;
@@ -166,6 +175,117 @@ TEST(Checkpoint, RoundTripRestoresState) {
   EXPECT_EQ(loaded.params, saved.params);
   EXPECT_EQ(loaded.velocity, saved.velocity);
   EXPECT_EQ(loaded.buffers, saved.buffers);
+}
+
+TEST(Checkpoint, ChangedByteIsReportedAsCorruption) {
+  const CompiledModel model = TinyModel();
+  const std::string path = TempPath("corrupt.safetensors");
+  ASSERT_TRUE(SaveCheckpoint(path, model, DistinctState(model, 1.0f), {}).ok());
+  {
+    // The last byte is tensor data; the header stays valid, so only the checksum catches it.
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(file.get());
+    file.seekp(-1, std::ios::end);
+    file.put(static_cast<char>(last ^ 0x10));
+  }
+  ModelState state = DistinctState(model, 5.0f);
+  const ModelState before = state;
+  absl::StatusOr<std::map<std::string, std::string>> loaded = LoadCheckpoint(path, model, state);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(loaded.status().message(),
+              AllOf(HasSubstr("corrupt.safetensors' is corrupt"), HasSubstr("checksum (crc32:")));
+  EXPECT_EQ(state.params, before.params);
+}
+
+// A process killed (SIGKILL) at random moments while it saves checkpoints over and over: after
+// every kill the file at the path is a complete checkpoint, one of those saved.
+TEST(Checkpoint, SigkillDuringSavesLeavesLastCompleteOne) {
+  const CompiledModel model = TinyModel();
+  const std::string dir = TempPath("sigkill");
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/run.safetensors";
+  ASSERT_TRUE(SaveCheckpoint(path, model, DistinctState(model, 0.0f), {{"kiln.epoch", "0"}}).ok());
+  std::mt19937 random(7);
+  int interrupted = 0;  // Kills that left a temporary file: the save was under way.
+  int last_epoch = 0;
+  for (int kill = 0; kill < 100; ++kill) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      for (int epoch = last_epoch + 1;; ++epoch) {
+        const ModelState state = DistinctState(model, static_cast<float>(epoch));
+        if (!SaveCheckpoint(path, model, state, {{"kiln.epoch", absl::StrCat(epoch)}}).ok()) {
+          _exit(1);
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(random() % 20000));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the saving process failed on its own";
+
+    ModelState loaded;
+    absl::StatusOr<std::map<std::string, std::string>> metadata =
+        LoadCheckpoint(path, model, loaded);
+    ASSERT_TRUE(metadata.ok()) << "after kill " << kill << ": " << metadata.status();
+    const int epoch = std::stoi(metadata->at("kiln.epoch"));
+    EXPECT_GE(epoch, last_epoch);
+    const ModelState expected = DistinctState(model, static_cast<float>(epoch));
+    ASSERT_EQ(loaded.params, expected.params) << "after kill " << kill;
+    ASSERT_EQ(loaded.velocity, expected.velocity);
+    ASSERT_EQ(loaded.buffers, expected.buffers);
+    last_epoch = epoch;
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      if (entry.path() == path) continue;
+      ++interrupted;
+      std::filesystem::remove(entry.path());
+    }
+  }
+  // Most kills land inside a save (its fsync takes most of the time), or the test proves little.
+  EXPECT_GE(interrupted, 20);
+  std::printf("100 kills, %d during a save, %d checkpoints saved\n", interrupted, last_epoch);
+}
+
+// A write that fails part way (here the file size limit, as a full disk would with ENOSPC) is an
+// error naming the file, and leaves the earlier checkpoint and no temporary file.
+TEST(Checkpoint, FailedWriteKeepsEarlierCheckpoint) {
+  const CompiledModel model = TinyModel();
+  const std::string dir = TempPath("full");
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/run.safetensors";
+  ASSERT_TRUE(SaveCheckpoint(path, model, DistinctState(model, 1.0f), {}).ok());
+  const std::string before = ReadBytes(path);
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);  // write() then fails with EFBIG instead of killing the process.
+    const rlimit limit = {256, 256};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    const absl::Status s = SaveCheckpoint(path, model, DistinctState(model, 2.0f), {});
+    const std::string message(s.message());
+    (void)!::write(pipe_fds[1], message.data(), message.size());
+    _exit(s.ok() ? 0 : 1);
+  }
+  ::close(pipe_fds[1]);
+  std::string message;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;) message.append(buffer, n);
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_THAT(message, AllOf(HasSubstr("for '" + path + "': File too large"),
+                             HasSubstr("was not changed; check free disk space")));
+  EXPECT_EQ(ReadBytes(path), before);
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) files += !entry.is_directory();
+  EXPECT_EQ(files, 1);
 }
 
 TEST(Checkpoint, SaveUsesStateDictNames) {
@@ -331,6 +451,7 @@ TEST(Checkpoint, LoadRequiresBuffers) {
   ASSERT_TRUE(file.ok()) << file.status();
   file->tensors.erase("bn1.running_mean");
   file->tensors.erase("bn1.running_var");
+  file->metadata.erase("kiln.checksum");  // Nor checksums.
   ASSERT_TRUE(WriteSafetensors(path, *file).ok());
 
   ModelState state = DistinctState(model, 5.0f);

@@ -131,6 +131,13 @@ TEST(Cli, ExportWritesOnnxAndRejectsBadArguments) {
   r = RunKiln("export --checkpoint " + dir + "/m.safetensors --output /nonexistent/m.onnx");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("/nonexistent/m.onnx"));
+  // A rename over a device would replace it (as root, /dev/null would become a regular file).
+  r = RunKiln("export --checkpoint " + dir + "/m.safetensors --output /dev/null");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("'/dev/null': it exists and is not a regular file"));
+  r = RunKiln("augment-preview --augment hflip --output /dev/null");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("not a regular file"));
   // A checkpoint of another model: nothing is written.
   r = RunKiln("export --model resnet20 --checkpoint " + dir + "/m.safetensors --output " + dir +
               "/r.onnx");

@@ -192,6 +192,31 @@ TEST(Builder, TensorOfAnotherModelIsAnError) {
   EXPECT_THAT(model.status().message(), AllOf(HasSubstr("flatten1"), HasSubstr("second")));
 }
 
+TEST(Builder, LayerNotReachingLossIsAnError) {
+  ModelBuilder net("dead", ModelOptions{1});
+  Tensor x = net.flatten(net.input(1, 4, 4));
+  Tensor branch = net.dense("side", x, 4);
+  net.relu(branch);
+  net.cross_entropy_loss(net.dense("fc", x, 2), 2);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_FALSE(model.ok());
+  EXPECT_THAT(model.status().message(),
+              AllOf(HasSubstr("side, relu1"), HasSubstr("does not reach the loss")));
+}
+
+// A residual block whose add was forgotten leaves the shortcut's convolution unused.
+TEST(Builder, ForgottenResidualAddIsAnError) {
+  ModelBuilder net("no_add", ModelOptions{1});
+  Tensor x = net.input(2, 4, 4);
+  Tensor shortcut = net.conv2d("downsample", x, 2, 1);
+  x = net.relu(net.conv2d("conv", x, 2, 3, 1, 1));
+  net.cross_entropy_loss(net.dense("fc", net.flatten(x), 2), 2);
+  absl::StatusOr<Model> model = std::move(net).build();
+  ASSERT_FALSE(model.ok());
+  EXPECT_THAT(model.status().message(), HasSubstr("the output of downsample does not reach"));
+  (void)shortcut;
+}
+
 TEST(Builder, FirstErrorIsKept) {
   ModelBuilder net("chain", ModelOptions{1});
   Tensor x = net.conv2d("conv1", net.input(1, 4, 4), 2, 9);  // the first error

@@ -11,8 +11,10 @@
 #include "lenet5_c5_features_trainer.h"
 #include "lenet5_trainer.h"
 #include "mlp_regression_trainer.h"
+#include "resnet20_features_trainer.h"
 #include "resnet20_trainer.h"
 #include "runtime/network.h"
+#include "runtime/safetensors.h"
 #include "tests/training_helpers.h"
 
 namespace kiln {
@@ -255,6 +257,100 @@ TEST(TrainerApi, BadArgumentsAreErrors) {
               HasSubstr("/nonexistent-dir"));
 
   EXPECT_EQ(Parameters(trainer), before);
+}
+
+// A NaN input, loss or gradient is an error, and the parameters keep their values.
+TEST(TrainerApi, NonFiniteValuesAreErrors) {
+  Lenet5Trainer trainer;
+  ASSERT_TRUE(trainer.InitParameters(0).ok());
+  std::vector<float> images(Batch().images.begin(), Batch().images.end());
+  images[3 * 784 + 10] = NAN;
+  std::vector<float> logits(kBatch * 10);
+  // ReLU and max pooling would turn the NaN into numbers, so the inputs are checked.
+  EXPECT_THAT(trainer.Predict(images.data(), kBatch, logits.data()).message(),
+              HasSubstr("Predict: input value 10 of sample 3 is nan"));
+  EXPECT_THAT(trainer.TrainStep(images.data(), Batch().labels.data(), kBatch, nullptr).message(),
+              HasSubstr("TrainStep: input value 10 of sample 3 is nan"));
+
+  // Weights so large that the logits overflow: the loss and the gradients are not finite.
+  std::vector<float> huge(840, 3e38f);
+  ASSERT_TRUE(trainer.SetParameter("fc2.weight", huge.data(), huge.size()).ok());
+  const std::vector<float> before = Parameters(trainer);
+  Status s = trainer.TrainStep(Batch().images.data(), Batch().labels.data(), kBatch, nullptr);
+  EXPECT_THAT(s.message(), HasSubstr("step 1: the loss is"));
+  EXPECT_THAT(s.message(), HasSubstr("is the first layer affected"));
+  EXPECT_EQ(Parameters(trainer), before);
+
+  std::vector<float> gradients(trainer.parameter_count(), 0.0f);
+  gradients[2560] = INFINITY;  // conv2.bias starts at 2556.
+  EXPECT_THAT(trainer.ApplyGradients(gradients.data(), gradients.size()).message(),
+              HasSubstr("gradient value 2560 (of conv2.bias) is inf"));
+  EXPECT_EQ(Parameters(trainer), before);
+}
+
+TEST(TrainerApi, MovedFromTrainerReturnsErrors) {
+  Lenet5Trainer trainer;
+  Trainer moved(std::move(trainer));
+  EXPECT_THAT(trainer.InitParameters(1).message(), HasSubstr("the trainer was moved from"));
+  EXPECT_THAT(trainer.Predict(nullptr, 1, nullptr).message(), HasSubstr("moved from"));
+  EXPECT_EQ(trainer.parameter_count(), 0);
+  EXPECT_TRUE(trainer.parameters().empty());
+  EXPECT_TRUE(moved.InitParameters(1).ok());
+  EXPECT_EQ(moved.parameter_count(), Lenet5Trainer::kNumParameters);
+  Hyperparameters h;
+  h.optimizer = static_cast<Hyperparameters::Optimizer>(7);
+  EXPECT_THAT(moved.SetHyperparameters(h).message(), HasSubstr("optimizer 7 is not"));
+}
+
+// LoadCheckpoint restores the optimizer the checkpoint records; bad values are errors.
+TEST(TrainerApi, CheckpointRestoresHyperparameters) {
+  Lenet5Trainer trainer;
+  ASSERT_TRUE(trainer.InitParameters(1).ok());
+  Hyperparameters h;
+  h.optimizer = Hyperparameters::Optimizer::kAdam;
+  h.lr = 0.003f;
+  h.beta2 = 0.99;
+  ASSERT_TRUE(trainer.SetHyperparameters(h).ok());
+  const std::string path = test::TempPath("adam.safetensors");
+  ASSERT_TRUE(trainer.SaveCheckpoint(path).ok());
+  Lenet5Trainer loaded;
+  ASSERT_TRUE(loaded.LoadCheckpoint(path).ok());
+  EXPECT_EQ(loaded.hyperparameters().optimizer, Hyperparameters::Optimizer::kAdam);
+  EXPECT_EQ(loaded.hyperparameters().lr, 0.003f);
+  EXPECT_EQ(loaded.hyperparameters().beta2, 0.99);
+
+  // An invalid value without a checksum to catch it first: an error, and nothing loaded.
+  absl::StatusOr<TensorFile> file = ReadSafetensors(path);
+  ASSERT_TRUE(file.ok());
+  file->metadata["kiln.optimizer"] = "rmsprop";
+  file->metadata.erase("kiln.checksum");
+  const std::string bad = test::TempPath("rmsprop.safetensors");
+  ASSERT_TRUE(WriteSafetensors(bad, *file).ok());
+  Lenet5Trainer fresh;
+  const std::vector<float> before = Parameters(fresh);
+  EXPECT_THAT(fresh.LoadCheckpoint(bad).message(),
+              HasSubstr("has invalid metadata: kiln.optimizer is 'rmsprop', not a valid value"));
+  EXPECT_EQ(Parameters(fresh), before);
+  // With the checksum, the same change is corruption.
+  file->metadata["kiln.checksum"] = "crc32:00000000";
+  ASSERT_TRUE(WriteSafetensors(bad, *file).ok());
+  EXPECT_THAT(fresh.LoadCheckpoint(bad).message(), HasSubstr("is corrupt"));
+}
+
+// A checkpoint of ResNet-20 loads into the build with stages 1 and 2 frozen, and back.
+TEST(TrainerApi, BuildsOfOneDefinitionShareCheckpoints) {
+  models::Resnet20Trainer full;
+  ASSERT_TRUE(full.InitParameters(2).ok());
+  const std::string path = test::TempPath("resnet20_full.safetensors");
+  ASSERT_TRUE(full.SaveCheckpoint(path).ok());
+  models::Resnet20FeaturesTrainer frozen;
+  Status s = frozen.LoadCheckpoint(path);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(Parameters(frozen), Parameters(full));
+  const std::string back = test::TempPath("resnet20_frozen.safetensors");
+  ASSERT_TRUE(frozen.SaveCheckpoint(back).ok());
+  s = full.LoadCheckpoint(back);
+  EXPECT_TRUE(s.ok()) << s.message();
 }
 
 // The C API: creation by name and through the generated function, a step, errors as statuses.

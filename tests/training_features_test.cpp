@@ -306,6 +306,9 @@ TEST(TrainingFeatures, SelectClassesRelabelsAndLimits) {
   EXPECT_THAT(SelectClasses(Split("train"), {10}).status().message(),
               HasSubstr("class 10 is outside"));
   EXPECT_THAT(ParseClassList("4-1").status().message(), HasSubstr("'4-1'"));
+  // Found by fuzz/fuzz_config.cpp: a huge range used to fill memory.
+  EXPECT_THAT(ParseClassList("2-666686666").status().message(),
+              HasSubstr("names class 666686666, above 255"));
   absl::StatusOr<std::vector<int>> list = ParseClassList("0-2,7");
   ASSERT_TRUE(list.ok());
   EXPECT_EQ(*list, (std::vector<int>{0, 1, 2, 7}));

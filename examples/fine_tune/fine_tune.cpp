@@ -7,6 +7,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -92,35 +94,64 @@ int Fail(const kiln::Status& status) {
 
 }  // namespace
 
+// Parses `text`, all of it, as a finite number.
+bool ParseNumber(const char* text, double* value) {
+  char* end = nullptr;
+  *value = std::strtod(text, &end);
+  return end != text && *end == '\0' && std::isfinite(*value);
+}
+
 int main(int argc, char** argv) {
   std::string checkpoint, output, data = "/usr/share/datasets/fashion-mnist";
-  int new_images = 64, epochs = 5;
-  float lr = 0.005f;
-  for (int i = 1; i < argc; ++i) {
+  double new_images = 64, epochs = 5, lr = 0.005;
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
     const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
     if (value == nullptr) {
       std::fprintf(stderr, "fine_tune: %s needs a value\n", flag.c_str());
       return 2;
     }
-    ++i;
-    if (flag == "--checkpoint") checkpoint = value;
-    else if (flag == "--output") output = value;
-    else if (flag == "--data") data = value;
-    else if (flag == "--new") new_images = std::atoi(value);
-    else if (flag == "--epochs") epochs = std::atoi(value);
-    else if (flag == "--lr") lr = static_cast<float>(std::atof(value));
-    else {
+    bool valid = true;
+    if (flag == "--checkpoint") {
+      checkpoint = value;
+    } else if (flag == "--output") {
+      output = value;
+    } else if (flag == "--data") {
+      data = value;
+    } else if (flag == "--new") {
+      valid = ParseNumber(value, &new_images) && new_images == std::floor(new_images) &&
+              new_images >= 1 && new_images <= 5000;
+    } else if (flag == "--epochs") {
+      valid = ParseNumber(value, &epochs) && epochs == std::floor(epochs) && epochs >= 1;
+    } else if (flag == "--lr") {
+      valid = ParseNumber(value, &lr) && lr > 0;
+    } else {
       std::fprintf(stderr, "fine_tune: unknown flag %s\n", flag.c_str());
       return 2;
     }
+    if (!valid) {
+      std::fprintf(stderr, "fine_tune: %s '%s' is invalid; --new takes 1 to 5000 images, "
+                           "--epochs a whole number from 1, --lr a positive number\n",
+                   flag.c_str(), value);
+      return 2;
+    }
   }
-  if (checkpoint.empty() || output.empty() || new_images < 1 || new_images > 5000 ||
-      epochs < 1) {
+  if (checkpoint.empty() || output.empty()) {
     std::fprintf(stderr, "usage: fine_tune --checkpoint IN --output OUT [--data DIR] "
                          "[--new 1..5000] [--epochs N] [--lr RATE]\n");
     return 2;
   }
+
+  // A bad output path fails now rather than after the training.
+  const std::string probe = output + ".probe";
+  std::FILE* file = std::fopen(probe.c_str(), "wb");
+  if (file == nullptr) {
+    std::fprintf(stderr, "fine_tune: cannot write next to '%s': %s; choose another --output\n",
+                 output.c_str(), std::strerror(errno));
+    return 1;
+  }
+  std::fclose(file);
+  std::remove(probe.c_str());
 
   kiln::models::Lenet5Trainer trainer;
   kiln::Status status = trainer.LoadCheckpoint(checkpoint);
@@ -129,7 +160,7 @@ int main(int argc, char** argv) {
   // The new labelled images, and 1,000 held-out ones from the second half of the test split.
   Samples fresh, held_out;
   std::string error;
-  if (!LoadTestSamples(data, 0, new_images, &fresh, &error) ||
+  if (!LoadTestSamples(data, 0, static_cast<int>(new_images), &fresh, &error) ||
       !LoadTestSamples(data, 5000, 1000, &held_out, &error)) {
     std::fprintf(stderr, "fine_tune: %s\n", error.c_str());
     return 1;
@@ -137,11 +168,11 @@ int main(int argc, char** argv) {
   std::vector<float> logits;
   std::printf("loaded %s: accuracy %.3f on the %d new images, %.3f on 1000 held-out ones\n",
               checkpoint.c_str(), Accuracy(trainer, fresh, &logits),
-              new_images, Accuracy(trainer, held_out, &logits));
+              fresh.count, Accuracy(trainer, held_out, &logits));
 
   // Fine-tuning: a small learning rate, a few passes over the new images in batches of 16.
   kiln::Hyperparameters h;
-  h.lr = lr;
+  h.lr = static_cast<float>(lr);
   h.momentum = 0.9f;
   status = trainer.SetHyperparameters(h);
   if (!status.ok()) return Fail(status);

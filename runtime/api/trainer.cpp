@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/network.h"
 #include "runtime/optimizer.h"
@@ -51,6 +52,67 @@ Status Guarded(const char* call, Body body) {
   }
 }
 
+// Reads the hyperparameters a checkpoint records ("kiln.optimizer", "kiln.lr", ...) over `h`;
+// keys that are absent keep their values.
+absl::Status ReadHyperparameters(const std::map<std::string, std::string>& metadata,
+                                 const CompiledModel& model, Hyperparameters* h) {
+  Hyperparameters read = *h;
+  for (const auto& [key, value] : metadata) {
+    bool valid = true;
+    if (key == "kiln.optimizer") {
+      absl::StatusOr<OptimizerKind> kind = ParseOptimizer(value);
+      valid = kind.ok();
+      if (valid) {
+        read.optimizer = *kind == OptimizerKind::kAdam    ? Hyperparameters::Optimizer::kAdam
+                         : *kind == OptimizerKind::kAdamW ? Hyperparameters::Optimizer::kAdamW
+                                                          : Hyperparameters::Optimizer::kSgd;
+      }
+    } else if (key == "kiln.lr") {
+      valid = absl::SimpleAtof(value, &read.lr);
+    } else if (key == "kiln.momentum") {
+      valid = absl::SimpleAtof(value, &read.momentum);
+    } else if (key == "kiln.nesterov") {
+      valid = absl::SimpleAtob(value, &read.nesterov);
+    } else if (key == "kiln.weight_decay") {
+      valid = absl::SimpleAtof(value, &read.weight_decay);
+    } else if (key == "kiln.beta1") {
+      valid = absl::SimpleAtod(value, &read.beta1);
+    } else if (key == "kiln.beta2") {
+      valid = absl::SimpleAtod(value, &read.beta2);
+    } else if (key == "kiln.eps") {
+      valid = absl::SimpleAtof(value, &read.eps);
+    } else if (key == "kiln.max_grad_norm") {
+      valid = absl::SimpleAtof(value, &read.max_grad_norm);
+    }
+    if (!valid) {
+      return absl::InvalidArgumentError(absl::StrCat(key, " is '", value, "', not a valid value"));
+    }
+  }
+  if (absl::Status s = CheckOptimizerOptions(ToOptimizerOptions(read), model.params); !s.ok()) {
+    return s;
+  }
+  *h = read;
+  return absl::OkStatus();
+}
+
+// Checks the inputs for NaN and infinity, which ReLU and max pooling would turn into numbers.
+Status CheckInputs(const char* call, const float* inputs, int batch, int64_t sample_size) {
+  const int64_t count = batch * sample_size;
+  for (int64_t i = 0; i < count; ++i) {
+    if (std::isfinite(inputs[i])) continue;
+    return InvalidArgument(absl::StrCat(call, ": input value ", i % sample_size, " of sample ",
+                                        i / sample_size, " is ", inputs[i],
+                                        "; pass finite inputs"));
+  }
+  return Status();
+}
+
+// Every call on a moved-from trainer returns this error.
+#define KILN_REQUIRE_STATE(call)                                                      \
+  if (!state_) {                                                                      \
+    return Status::Error(call ": the trainer was moved from; use the one it was moved to"); \
+  }
+
 }  // namespace
 
 struct Trainer::State {
@@ -89,6 +151,7 @@ struct Trainer::State {
     if (batch < 1) {
       return InvalidArgument(absl::StrCat(call, ": batch is ", batch, "; pass at least 1 sample"));
     }
+    if (Status s = CheckInputs(call, inputs, batch, InputSize()); !s.ok()) return s;
     const bool classifier = model.targets == Targets::kClassLabels;
     if (labels && !classifier) {
       return InvalidArgument(absl::StrCat(
@@ -112,6 +175,12 @@ struct Trainer::State {
     return Status();
   }
 
+  int64_t InputSize() const {
+    int64_t size = 1;
+    for (int64_t d : model.input_shape) size *= d;
+    return size;
+  }
+
   int64_t OutputSize() const {
     int64_t size = 1;
     for (int64_t d : model.output_shape) size *= d;
@@ -131,6 +200,20 @@ struct Trainer::State {
     });
   }
 
+  // The checks of TrainStep: a NaN or infinity in the loss or a gradient is an error before the
+  // update, so the parameters stay as they were.
+  template <typename Target>
+  Status Step(const float* inputs, const Target* targets, int batch, StepResult* result) {
+    StepResult local;
+    Status s = Gradients("TrainStep", inputs, targets, batch, &local);
+    if (!s.ok()) return s;
+    if (result != nullptr) *result = local;
+    s = Guarded("TrainStep", [&] {
+      return FromAbsl(network.CheckFinite(BatchResult{local.loss, local.correct}));
+    });
+    return s.ok() ? Update("TrainStep") : s;
+  }
+
   Status Update(const char* call) {
     return Guarded(call, [&] { return FromAbsl(network.Update(optimizer, optimizer.lr).status()); });
   }
@@ -147,31 +230,51 @@ Trainer::~Trainer() = default;
 Trainer::Trainer(Trainer&&) noexcept = default;
 Trainer& Trainer::operator=(Trainer&&) noexcept = default;
 
-const std::string& Trainer::model_name() const { return state_->model.name; }
-std::vector<int64_t> Trainer::input_shape() const { return state_->model.input_shape; }
-int64_t Trainer::input_size() const {
-  int64_t size = 1;
-  for (int64_t d : state_->model.input_shape) size *= d;
-  return size;
+// The accessors of a moved-from trainer describe an empty model.
+namespace {
+const std::string kNoName;
+const std::vector<ParameterInfo> kNoParameters;
+const Hyperparameters kDefaultHyperparameters;
+}  // namespace
+
+const std::string& Trainer::model_name() const { return state_ ? state_->model.name : kNoName; }
+std::vector<int64_t> Trainer::input_shape() const {
+  return state_ ? state_->model.input_shape : std::vector<int64_t>();
 }
-int64_t Trainer::output_size() const { return state_->OutputSize(); }
-int Trainer::num_classes() const { return state_->model.num_classes; }
-int Trainer::batch_size() const { return state_->model.batch_size; }
-const std::vector<ParameterInfo>& Trainer::parameters() const { return state_->parameters; }
-int64_t Trainer::parameter_count() const { return state_->model.num_params; }
+int64_t Trainer::input_size() const { return state_ ? state_->InputSize() : 0; }
+int64_t Trainer::output_size() const { return state_ ? state_->OutputSize() : 0; }
+int Trainer::num_classes() const { return state_ ? state_->model.num_classes : 0; }
+int Trainer::batch_size() const { return state_ ? state_->model.batch_size : 0; }
+const std::vector<ParameterInfo>& Trainer::parameters() const {
+  return state_ ? state_->parameters : kNoParameters;
+}
+int64_t Trainer::parameter_count() const { return state_ ? state_->model.num_params : 0; }
 
 Status Trainer::InitParameters(uint64_t seed) {
+  KILN_REQUIRE_STATE("InitParameters");
   state_->network.InitParams(seed);
   return Status();
 }
 
 Status Trainer::LoadCheckpoint(const std::string& path) {
-  return Guarded("LoadCheckpoint", [&] {
-    return FromAbsl(state_->network.LoadCheckpoint(path).status());
+  KILN_REQUIRE_STATE("LoadCheckpoint");
+  // The optimizer's hyperparameters come along when the checkpoint records them, checked before
+  // anything is loaded.
+  Hyperparameters saved = state_->hyperparameters;
+  auto read_hyperparameters = [&](const std::map<std::string, std::string>& metadata) {
+    return ReadHyperparameters(metadata, state_->model, &saved);
+  };
+  Status s = Guarded("LoadCheckpoint", [&] {
+    return FromAbsl(state_->network.LoadCheckpoint(path, read_hyperparameters).status());
   });
+  if (!s.ok()) return s;
+  state_->hyperparameters = saved;
+  state_->optimizer = ToOptimizerOptions(saved);
+  return Status();
 }
 
 Status Trainer::SaveCheckpoint(const std::string& path) const {
+  KILN_REQUIRE_STATE("SaveCheckpoint");
   return Guarded("SaveCheckpoint", [&] {
     const OptimizerOptions& o = state_->optimizer;
     const std::map<std::string, std::string> metadata = {
@@ -189,6 +292,7 @@ Status Trainer::SaveCheckpoint(const std::string& path) const {
 }
 
 Status Trainer::GetParameter(const std::string& name, float* values, size_t count) const {
+  KILN_REQUIRE_STATE("GetParameter");
   auto [array, info] = state_->Find(name);
   if (info == nullptr) return state_->UnknownName(name);
   if (values == nullptr || count != static_cast<size_t>(info->numel)) {
@@ -201,6 +305,7 @@ Status Trainer::GetParameter(const std::string& name, float* values, size_t coun
 }
 
 Status Trainer::SetParameter(const std::string& name, const float* values, size_t count) {
+  KILN_REQUIRE_STATE("SetParameter");
   auto [array, info] = state_->Find(name);
   if (info == nullptr) return state_->UnknownName(name);
   if (values == nullptr || count != static_cast<size_t>(info->numel)) {
@@ -213,6 +318,12 @@ Status Trainer::SetParameter(const std::string& name, const float* values, size_
 }
 
 Status Trainer::SetHyperparameters(const Hyperparameters& hyperparameters) {
+  KILN_REQUIRE_STATE("SetHyperparameters");
+  const auto kind = static_cast<int>(hyperparameters.optimizer);
+  if (kind < 0 || kind > static_cast<int>(Hyperparameters::Optimizer::kAdamW)) {
+    return InvalidArgument(absl::StrCat("SetHyperparameters: optimizer ", kind,
+                                        " is not kSgd, kAdam or kAdamW"));
+  }
   const OptimizerOptions options = ToOptimizerOptions(hyperparameters);
   absl::Status checked = CheckOptimizerOptions(options, state_->model.params);
   if (!checked.ok()) return FromAbsl(checked);
@@ -221,31 +332,36 @@ Status Trainer::SetHyperparameters(const Hyperparameters& hyperparameters) {
   return Status();
 }
 
-const Hyperparameters& Trainer::hyperparameters() const { return state_->hyperparameters; }
+const Hyperparameters& Trainer::hyperparameters() const {
+  return state_ ? state_->hyperparameters : kDefaultHyperparameters;
+}
 
 Status Trainer::TrainStep(const float* inputs, const int32_t* labels, int batch,
                           StepResult* result) {
-  Status s = state_->Gradients("TrainStep", inputs, labels, batch, result);
-  return s.ok() ? state_->Update("TrainStep") : s;
+  KILN_REQUIRE_STATE("TrainStep");
+  return state_->Step(inputs, labels, batch, result);
 }
 
 Status Trainer::TrainStep(const float* inputs, const float* targets, int batch,
                           StepResult* result) {
-  Status s = state_->Gradients("TrainStep", inputs, targets, batch, result);
-  return s.ok() ? state_->Update("TrainStep") : s;
+  KILN_REQUIRE_STATE("TrainStep");
+  return state_->Step(inputs, targets, batch, result);
 }
 
 Status Trainer::ComputeGradients(const float* inputs, const int32_t* labels, int batch,
                                  StepResult* result) {
+  KILN_REQUIRE_STATE("ComputeGradients");
   return state_->Gradients("ComputeGradients", inputs, labels, batch, result);
 }
 
 Status Trainer::ComputeGradients(const float* inputs, const float* targets, int batch,
                                  StepResult* result) {
+  KILN_REQUIRE_STATE("ComputeGradients");
   return state_->Gradients("ComputeGradients", inputs, targets, batch, result);
 }
 
 Status Trainer::GetGradients(float* gradients, size_t count) const {
+  KILN_REQUIRE_STATE("GetGradients");
   const std::vector<float>& grads = state_->network.grads();
   if (gradients == nullptr || count != grads.size()) {
     return InvalidArgument(absl::StrCat("GetGradients: ", gradients ? "" : "null buffer, ",
@@ -257,23 +373,35 @@ Status Trainer::GetGradients(float* gradients, size_t count) const {
 }
 
 Status Trainer::ApplyGradients(const float* gradients, size_t count) {
+  KILN_REQUIRE_STATE("ApplyGradients");
   std::vector<float>& grads = state_->network.grads();
   if (gradients == nullptr || count != grads.size()) {
     return InvalidArgument(absl::StrCat("ApplyGradients: ", gradients ? "" : "null gradients, ",
                                         "count ", count, "; model '", state_->model.name,
                                         "' has ", grads.size(), " parameter values"));
   }
+  for (size_t i = 0; i < count; ++i) {
+    if (std::isfinite(gradients[i])) continue;
+    std::string name;
+    for (const ParameterInfo& p : state_->parameters) {
+      if (static_cast<int64_t>(i) >= p.offset) name = p.name;
+    }
+    return InvalidArgument(absl::StrCat("ApplyGradients: gradient value ", i, " (of ", name,
+                                        ") is ", gradients[i], "; pass finite gradients"));
+  }
   std::copy_n(gradients, count, grads.begin());
   return state_->Update("ApplyGradients");
 }
 
 Status Trainer::Predict(const float* inputs, int batch, float* outputs) {
+  KILN_REQUIRE_STATE("Predict");
   if (inputs == nullptr || outputs == nullptr) {
     return InvalidArgument("Predict: inputs and outputs must not be null");
   }
   if (batch < 1) {
     return InvalidArgument(absl::StrCat("Predict: batch is ", batch, "; pass at least 1 sample"));
   }
+  if (Status s = CheckInputs("Predict", inputs, batch, state_->InputSize()); !s.ok()) return s;
   return Guarded("Predict", [&] { return FromAbsl(state_->network.Forward(inputs, batch, outputs)); });
 }
 

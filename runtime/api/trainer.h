@@ -27,12 +27,16 @@
  *   - a parameter: its shape() in PyTorch's order (conv weight: out × in × kh × kw);
  *   - gradients: parameter_count() floats, the parameters' concatenation in the order of
  *              parameters() (each at its `offset`).
- * Any batch ≥ 1 runs; the generated class's kBatchSize is the batch the code was tuned for.
+ * Any batch ≥ 1 runs up to Halide's limit of 2 GB per buffer (LeNet-5: about 100,000 images);
+ * larger ones are an error that says to split them. The generated class's kBatchSize is the
+ * batch the code was tuned for.
  *
  * Errors. Every call that can fail returns a Status; none throws or aborts on bad input (null
  * pointers, wrong sizes, labels out of range, unknown names, unreadable or mismatched files). A
  * failed call leaves the trainer's state as it was, except TrainStep and ComputeGradients, which
  * may have updated BatchNorm running statistics before a kernel failed.
+ *
+ * A moved-from trainer describes an empty model and every fallible call on it returns an error.
  *
  * Threading. A Trainer is not thread-safe: calls on one trainer must not overlap (guard it with
  * a mutex to share it). Different trainers, of the same model or not, may be used from different
@@ -96,7 +100,7 @@ struct StepResult {
   int correct = 0;  ///< Samples whose top-1 prediction is their label (0 for regression).
 };
 
-/// Sets the threads of the pool that runs all compiled kernels (0: one per core).
+/// Sets the threads of the pool that runs all compiled kernels (0 or less: one per core).
 void SetThreads(int threads);
 
 class Trainer {
@@ -125,7 +129,9 @@ class Trainer {
   /// 1 and 0), reproducible from `seed`; clears the optimizer state and step count.
   Status InitParameters(uint64_t seed);
   /// Loads parameters, running statistics, optimizer state and step counts from a checkpoint
-  /// written by SaveCheckpoint or `kiln train`. Mismatches are listed in the message.
+  /// written by SaveCheckpoint or `kiln train`, and the optimizer's hyperparameters it records
+  /// (those it does not keep their values). Mismatches are listed in the message. A checkpoint of
+  /// another build of the same model definition (a frozen variant, another target) loads too.
   Status LoadCheckpoint(const std::string& path);
   /// Writes the state as a safetensors checkpoint, atomically (a temporary file, then a rename).
   Status SaveCheckpoint(const std::string& path) const;
@@ -137,7 +143,9 @@ class Trainer {
   const Hyperparameters& hyperparameters() const;
 
   // ---- training ----
-  /// One optimizer step on a batch: forward, backward, update. Updates running statistics.
+  /// One optimizer step on a batch: forward, backward, update. Updates running statistics. A
+  /// NaN or infinity in the loss or a gradient is an error naming the step and the first layer
+  /// affected, and the parameters are not updated.
   Status TrainStep(const float* inputs, const int32_t* labels, int batch, StepResult* result);
   /// The same for regression models: `targets` is batch × output_size() floats.
   Status TrainStep(const float* inputs, const float* targets, int batch, StepResult* result);
@@ -148,11 +156,12 @@ class Trainer {
                           StepResult* result);
   Status ComputeGradients(const float* inputs, const float* targets, int batch,
                           StepResult* result);
-  /// Copies the last computed gradients (parameter_count() floats; zero for frozen parameters).
+  /// Copies the last computed gradients (parameter_count() floats; zero for frozen parameters,
+  /// and for all before the first ComputeGradients or TrainStep).
   Status GetGradients(float* gradients, size_t count) const;
   /// One optimizer step with the given gradients instead of computed ones: averaged over
   /// micro-batches for gradient accumulation, all-reduced across workers, or changed by a
-  /// custom rule. Frozen parameters are left alone.
+  /// custom rule. Frozen parameters are left alone. A NaN or infinite gradient is an error.
   Status ApplyGradients(const float* gradients, size_t count);
 
   // ---- inference ----

@@ -60,7 +60,7 @@ kiln_status* kiln_trainer_create(const char* model_name, kiln_trainer** trainer)
 /** Frees the trainer; NULL is allowed. */
 void kiln_trainer_destroy(kiln_trainer* trainer);
 
-/** Sets the threads of the pool that runs all compiled kernels (0: one per core). */
+/** Sets the threads of the pool that runs all compiled kernels (0 or less: one per core). */
 void kiln_set_threads(int threads);
 
 /* The model. The name is valid while the trainer lives; shapes are per sample. */
@@ -70,7 +70,8 @@ int64_t kiln_trainer_output_size(const kiln_trainer* trainer);
 int kiln_trainer_num_classes(const kiln_trainer* trainer);
 int kiln_trainer_batch_size(const kiln_trainer* trainer);
 int64_t kiln_trainer_parameter_count(const kiln_trainer* trainer);
-/** Number of named parameters, and the name of the i-th (valid while the trainer lives). */
+/** Number of named parameters, and the name of the i-th (valid while the trainer lives; NULL
+ * for an index outside [0, kiln_trainer_num_parameters)). */
 int kiln_trainer_num_parameters(const kiln_trainer* trainer);
 const char* kiln_trainer_parameter_name(const kiln_trainer* trainer, int index);
 /** Number of floats of the parameter `name` in *size. */

@@ -1,0 +1,96 @@
+// Faults a long training run meets, on compiled models and real Fashion-MNIST: NaN and infinite
+// values in a step (stop naming the step and layer, or skip the batch).
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/compiled_model.h"
+#include "runtime/network.h"
+#include "runtime/trainer.h"
+#include "tests/training_helpers.h"
+
+namespace kiln {
+namespace {
+
+using ::testing::HasSubstr;
+
+const CompiledModel& Model(const std::string& name) {
+  const CompiledModel* model = FindCompiledModel(name);
+  EXPECT_NE(model, nullptr) << name;
+  return *model;
+}
+
+constexpr int kImages = 256;  // Four batches of 64.
+constexpr int kPoisoned = 70;  // The sample that gets a NaN pixel.
+
+Dataset Poisoned(const Dataset& clean, float value) {
+  Dataset data = clean;
+  data.images[kPoisoned * 784 + 400] = value;
+  return data;
+}
+
+// The 1-based step of epoch `epoch` (0-based) whose batch holds sample kPoisoned, counting the
+// steps of the epochs before.
+int64_t PoisonedStep(uint64_t seed, int epoch) {
+  const std::vector<int64_t> order = EpochOrder(kImages, seed, epoch);
+  int64_t position = 0;
+  while (order[position] != kPoisoned) ++position;
+  return epoch * (kImages / 64) + position / 64 + 1;
+}
+
+TEST(NonFinite, NanStopsAtItsStepAndKeepsCheckpoint) {
+  const Dataset clean = test::First(test::Split("train"), kImages);
+  Network net(Model("lenet5"));
+  TrainOptions options = test::QuietOptions(1);
+  options.seed = 3;
+  options.checkpoint = test::TempPath("nan.safetensors");
+  ASSERT_TRUE(Train(net, clean, nullptr, options).ok());
+  const std::string saved = test::FileBytes(options.checkpoint);
+
+  Network resumed(Model("lenet5"));
+  options.epochs = 2;
+  options.resume = true;
+  absl::StatusOr<std::vector<EpochStats>> history =
+      Train(resumed, Poisoned(clean, NAN), nullptr, options);
+  ASSERT_FALSE(history.ok());
+  const std::string message(history.status().message());
+  EXPECT_THAT(message, HasSubstr("step " + std::to_string(PoisonedStep(3, 1)) + ": "));
+  // ReLU's max(x, 0) turns the NaN into 0 in the forward pass, so the loss stays finite; conv1's
+  // weight gradient multiplies the input itself.
+  EXPECT_THAT(message, HasSubstr("the gradient of conv1.weight is NaN"));
+  EXPECT_THAT(message, HasSubstr("layer conv1 is the first layer affected"));
+  EXPECT_THAT(message, HasSubstr("stopped in epoch 2"));
+  EXPECT_THAT(message, HasSubstr("is left as it was"));
+  EXPECT_EQ(test::FileBytes(options.checkpoint), saved);
+  for (float p : resumed.params()) ASSERT_TRUE(std::isfinite(p));
+}
+
+TEST(NonFinite, InfinityIsCaughtToo) {
+  Network net(Model("lenet5"));
+  TrainOptions options = test::QuietOptions(1);
+  options.seed = 4;
+  absl::StatusOr<std::vector<EpochStats>> history =
+      Train(net, Poisoned(test::First(test::Split("train"), kImages), INFINITY), nullptr, options);
+  ASSERT_FALSE(history.ok());
+  EXPECT_THAT(std::string(history.status().message()),
+              HasSubstr("step " + std::to_string(PoisonedStep(4, 0)) + ": "));
+}
+
+// Skipping undoes the batch's BatchNorm statistics, so the run goes on with finite values.
+TEST(NonFinite, SkipCountsBatchesAndUndoesStatistics) {
+  Network net(Model("resnet20"));
+  TrainOptions options = test::QuietOptions(1);
+  options.skip_nonfinite = true;
+  absl::StatusOr<std::vector<EpochStats>> history =
+      Train(net, Poisoned(test::First(test::Split("train"), kImages), NAN), nullptr, options);
+  ASSERT_TRUE(history.ok()) << history.status();
+  EXPECT_EQ(history->back().skipped_batches, 1);
+  EXPECT_TRUE(std::isfinite(history->back().train_loss));
+  for (float p : net.params()) ASSERT_TRUE(std::isfinite(p));
+  for (float b : net.buffers()) ASSERT_TRUE(std::isfinite(b));
+}
+
+}  // namespace
+}  // namespace kiln
