@@ -38,8 +38,9 @@ inline void AddEntry(std::vector<ParamInfo>& infos, int64_t& size, const std::st
   infos.push_back(p);
 }
 
-/// A convolution without bias, a BatchNorm with running statistics and a 3-class classifier:
-/// the kinds of tensors checkpoints hold. No compiled functions, which loading does not need.
+/// Returns a model description with a convolution without bias, a BatchNorm with running
+/// statistics and a 3-class classifier: the kinds of tensors checkpoints contain. It has no
+/// compiled functions, which loading does not need.
 inline const CompiledModel& SmallModel() {
   static const CompiledModel* model = [] {
     auto* m = new CompiledModel;

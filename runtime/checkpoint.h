@@ -85,8 +85,8 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
 /// On any error `state` is unchanged. A file that does not match returns InvalidArgument with one
 /// message that names `path` and lists every difference; read errors are those of
 /// ReadSafetensors.
-/// `check_metadata`, when given, is called on the file's metadata once the tensors match; its
-/// error (the message of a value it cannot use) becomes DataLoss and nothing is loaded.
+/// `check_metadata`, when given, is called on the file's metadata once the tensors match. Its
+/// error names a value it cannot use; it becomes DataLoss, and nothing is loaded.
 using MetadataCheck = std::function<absl::Status(const std::map<std::string, std::string>&)>;
 absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(
     const std::string& path, const CompiledModel& model, ModelState& state,

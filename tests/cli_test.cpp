@@ -146,6 +146,16 @@ TEST(Cli, ExportWritesOnnxAndRejectsBadArguments) {
   EXPECT_EQ(std::fopen((dir + "/r.onnx").c_str(), "rb"), nullptr);
 }
 
+// No user can create files in /proc, root included, so it serves as an unwritable directory in
+// tests that may run as root.
+TEST(Cli, UnwritableCheckpointDirectoryFailsBeforeTraining) {
+  Result r = RunKiln("train --epochs 1 --train-limit 64 --test-limit 64 "
+                     "--checkpoint /proc/kiln_run.safetensors");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("cannot write '/proc/kiln_run.safetensors'"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("epoch   1/1")));
+}
+
 TEST(Cli, DeviceAsCheckpointIsRejected) {
   Result r = RunKiln("train --epochs 1 --train-limit 64 --test-limit 64 --checkpoint /dev/null");
   EXPECT_EQ(r.exit_code, 1) << r.output;

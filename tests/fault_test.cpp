@@ -16,11 +16,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const CompiledModel& Model(const std::string& name) {
-  const CompiledModel* model = FindCompiledModel(name);
-  EXPECT_NE(model, nullptr) << name;
-  return *model;
-}
+using test::Compiled;
 
 constexpr int kImages = 256;  // Four batches of 64.
 constexpr int kPoisoned = 70;  // The sample that gets a NaN pixel.
@@ -31,8 +27,8 @@ Dataset Poisoned(const Dataset& clean, float value) {
   return data;
 }
 
-// The 1-based step of epoch `epoch` (0-based) whose batch holds sample kPoisoned, counting the
-// steps of the epochs before.
+// Returns the 1-based step, counted from the first epoch, whose batch in epoch `epoch` (0-based)
+// contains sample kPoisoned.
 int64_t PoisonedStep(uint64_t seed, int epoch) {
   const std::vector<int64_t> order = EpochOrder(kImages, seed, epoch);
   int64_t position = 0;
@@ -42,14 +38,14 @@ int64_t PoisonedStep(uint64_t seed, int epoch) {
 
 TEST(NonFinite, NanStopsAtItsStepAndKeepsCheckpoint) {
   const Dataset clean = test::First(test::Split("train"), kImages);
-  Network net(Model("lenet5"));
+  Network net(Compiled("lenet5"));
   TrainOptions options = test::QuietOptions(1);
   options.seed = 3;
   options.checkpoint = test::TempPath("nan.safetensors");
   ASSERT_TRUE(Train(net, clean, nullptr, options).ok());
   const std::string saved = test::FileBytes(options.checkpoint);
 
-  Network resumed(Model("lenet5"));
+  Network resumed(Compiled("lenet5"));
   options.epochs = 2;
   options.resume = true;
   absl::StatusOr<std::vector<EpochStats>> history =
@@ -68,7 +64,7 @@ TEST(NonFinite, NanStopsAtItsStepAndKeepsCheckpoint) {
 }
 
 TEST(NonFinite, InfinityIsCaughtToo) {
-  Network net(Model("lenet5"));
+  Network net(Compiled("lenet5"));
   TrainOptions options = test::QuietOptions(1);
   options.seed = 4;
   absl::StatusOr<std::vector<EpochStats>> history =
@@ -80,7 +76,7 @@ TEST(NonFinite, InfinityIsCaughtToo) {
 
 // Skipping undoes the batch's BatchNorm statistics, so the run goes on with finite values.
 TEST(NonFinite, SkipCountsBatchesAndUndoesStatistics) {
-  Network net(Model("resnet20"));
+  Network net(Compiled("resnet20"));
   TrainOptions options = test::QuietOptions(1);
   options.skip_nonfinite = true;
   absl::StatusOr<std::vector<EpochStats>> history =

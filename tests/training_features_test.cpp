@@ -25,11 +25,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const CompiledModel& Model(const std::string& name) {
-  const CompiledModel* model = FindCompiledModel(name);
-  EXPECT_NE(model, nullptr) << name;
-  return *model;
-}
+const CompiledModel& Model(const std::string& name) { return test::Compiled(name); }
 
 using test::FileBytes;
 using test::First;

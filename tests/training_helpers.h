@@ -28,6 +28,13 @@ inline const Dataset& Split(const std::string& split) {
   return it->second;
 }
 
+/// Returns the compiled model `name` linked into the test.
+inline const CompiledModel& Compiled(const std::string& name) {
+  const CompiledModel* model = FindCompiledModel(name);
+  EXPECT_NE(model, nullptr) << name;
+  return *model;
+}
+
 /// Returns the first `n` samples of `data`.
 inline Dataset First(const Dataset& data, int64_t n) {
   absl::StatusOr<Dataset> subset = TakeFirst(data, n);

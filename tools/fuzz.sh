@@ -17,11 +17,15 @@ CXX=clang++ cmake -S fuzz -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$lo
 cmake --build build-fuzz -j 2 >> "$log" 2>&1 || { tail -30 "$log"; exit 1; }
 for target in "${targets[@]}"; do
   mkdir -p "build-fuzz/corpus/$target" "build-fuzz/artifacts/$target"
-  echo "fuzz: $target for $seconds s"
+  log=build-fuzz/$target.log
   # -timeout: one input taking 10 s counts as a hang. -rss_limit_mb: the readers bound their
   # allocations by the input's size, so 2 GB is a failure.
-  build-fuzz/fuzz_$target "build-fuzz/corpus/$target" "fuzz/corpus/$target" \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="build-fuzz/artifacts/$target/" 2>&1 | tail -12
-  [[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "fuzz: $target failed; see build-fuzz/artifacts/$target" >&2; exit 1; }
+  if ! "build-fuzz/fuzz_$target" "build-fuzz/corpus/$target" "fuzz/corpus/$target" \
+       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+       -artifact_prefix="build-fuzz/artifacts/$target/" > "$log" 2>&1; then
+    tail -40 "$log"
+    echo "fuzz: $target failed; the input is in build-fuzz/artifacts/$target" >&2
+    exit 1
+  fi
+  echo "fuzz: $target: $(grep '^Done' "$log")"
 done

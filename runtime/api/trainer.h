@@ -27,8 +27,8 @@
  *   - a parameter: its shape() in PyTorch's order (conv weight: out × in × kh × kw);
  *   - gradients: parameter_count() floats, the parameters' concatenation in the order of
  *              parameters() (each at its `offset`).
- * Any batch ≥ 1 runs up to Halide's limit of 2 GB per buffer (LeNet-5: about 100,000 images);
- * larger ones are an error that says to split them. The generated class's kBatchSize is the
+ * Any batch ≥ 1 runs up to Halide's limit of 2 GB per buffer (LeNet-5: about 100,000 images).
+ * A larger batch is an error whose message asks to split it. The generated class's kBatchSize is the
  * batch the code was tuned for.
  *
  * Errors. Every call that can fail returns a Status; none throws or aborts on bad input (null
