@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <set>
 #include <string>
 
 #include "runtime/compiled_model.h"
@@ -14,11 +15,23 @@
 namespace kiln::fuzz {
 
 /// Writes `data` to a file of this process (in /dev/shm when it exists) with `suffix` as its
-/// extension, and returns the path.
+/// extension, and returns the path. The files are removed when the process exits normally.
 inline std::string WriteInput(const uint8_t* data, size_t size, const std::string& suffix) {
   static const std::string dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+  // Removes the files at exit, with the copies fuzz_safetensors writes beside them.
+  struct Files {
+    std::set<std::string> paths;
+    ~Files() {
+      for (const std::string& p : paths) {
+        std::remove(p.c_str());
+        std::remove((p + ".copy").c_str());
+      }
+    }
+  };
+  static Files files;
   const std::string path =
       dir + "/kiln_fuzz_" + std::to_string(getpid()) + suffix;
+  files.paths.insert(path);
   std::FILE* file = std::fopen(path.c_str(), "wb");
   if (file == nullptr) std::abort();
   if (size > 0 && std::fwrite(data, 1, size, file) != size) std::abort();

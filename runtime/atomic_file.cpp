@@ -1,15 +1,20 @@
 #include "runtime/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace kiln {
 namespace {
@@ -77,6 +82,7 @@ absl::Status CheckOutputPath(const std::string& path) {
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents) {
   // No probe file: creating the temporary file below tests the same thing.
   if (absl::Status status = CheckDestination(path); !status.ok()) return status;
+  RemoveStaleTemporaries(path);
 
   // O_EXCL makes each temporary name this process's own, also when another process or a
   // concurrent writer in this one uses the same destination.
@@ -125,7 +131,38 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   return absl::OkStatus();
 }
 
+void RemoveStaleTemporaries(const std::string& path) {
+  const std::string directory = ParentDirectory(path);
+  const std::string prefix = path.substr(path.rfind('/') + 1) + ".tmp-";
+  DIR* dir = ::opendir(directory.c_str());
+  if (dir == nullptr) return;
+  std::vector<std::string> stale;
+  while (const dirent* entry = ::readdir(dir)) {
+    absl::string_view name = entry->d_name;
+    if (!absl::ConsumePrefix(&name, prefix)) continue;
+    const size_t dash = name.find('-');
+    int pid = 0;
+    if (dash == absl::string_view::npos || !absl::SimpleAtoi(name.substr(0, dash), &pid) ||
+        pid <= 0 || pid == ::getpid()) {
+      continue;
+    }
+    // kill(pid, 0) fails with ESRCH only when no such process exists.
+    if (::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(directory + "/" + entry->d_name);
+  }
+  ::closedir(dir);
+  for (const std::string& file : stale) ::unlink(file.c_str());
+}
+
+absl::Status CheckNotSpecialFile(const std::string& path, absl::string_view description) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) != 0 || S_ISREG(info.st_mode)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      description, " '", path, "' is ", S_ISDIR(info.st_mode) ? "a directory" : "not a regular file",
+      " (a FIFO, socket or device); name a regular file"));
+}
+
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view description) {
+  if (absl::Status s = CheckNotSpecialFile(path, description); !s.ok()) return s;
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", description, " '", path, "'"));

@@ -29,6 +29,16 @@ absl::Status CheckOutputPath(const std::string& path);
 /// On error the temporary file is removed and `path` is unchanged. The message names `path`.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
+/// Removes the temporary files "<path>.tmp-<pid>-<n>" that writers of `path` in processes no
+/// longer running left behind (a save killed before its rename). Errors are ignored: the files
+/// only take space.
+void RemoveStaleTemporaries(const std::string& path);
+
+/// Returns an error naming `description` and `path` when `path` exists but is not a regular
+/// file: opening a FIFO blocks until another process opens its other end, and a device or a
+/// directory is never the file meant.
+absl::Status CheckNotSpecialFile(const std::string& path, absl::string_view description);
+
 /// Returns the bytes of the file at `path`. Errors name `description` and the path: "cannot
 /// read <description> '<path>'" with the errno status when the file cannot be opened (NotFound
 /// when it is missing), and "failed to read <description> '<path>'" when reading fails.

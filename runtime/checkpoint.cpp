@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -132,7 +133,16 @@ std::string Checksum(const TensorFile& file) {
   return absl::StrFormat("crc32:%08x", crc);
 }
 
-// Reads a checkpoint and checks its checksum. Checkpoints from before checksums have none.
+// Returns the message for a NaN or infinity at element `index` of tensor `name` from `source`.
+std::string NonFiniteMessage(const std::string& source, const std::string& name, int64_t index,
+                             float value) {
+  return absl::StrCat(source, " has ", std::isnan(value) ? "a NaN" : "an infinite value",
+                      " in tensor '", name, "' (element ", index,
+                      "); parameters must be finite, so use an earlier or other file");
+}
+
+// Reads a checkpoint and checks its checksum and that its float tensors are finite. Checkpoints
+// from before checksums have none.
 absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path) {
   absl::StatusOr<TensorFile> file = ReadSafetensors(path);
   if (!file.ok()) return file.status();
@@ -143,10 +153,33 @@ absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path) {
         checksum->second, ") written with them, so the file was changed or damaged after it was "
         "saved. Use an earlier checkpoint or a backup"));
   }
+  for (const auto& [name, tensor] : file->tensors) {
+    const float* values = tensor.f32();
+    if (values == nullptr) continue;
+    for (int64_t i = 0; i < tensor.numel(); ++i) {
+      if (!std::isfinite(values[i])) {
+        return absl::DataLossError(NonFiniteMessage(absl::StrCat("checkpoint '", path, "'"),
+                                                    name, i, values[i]));
+      }
+    }
+  }
   return file;
 }
 
 }  // namespace
+
+absl::Status CheckFiniteValues(const std::string& source, const std::vector<ParamInfo>& infos,
+                               const std::vector<float>& values) {
+  for (const ParamInfo& p : infos) {
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const float value = values[p.offset + i];
+      if (!std::isfinite(value)) {
+        return absl::DataLossError(NonFiniteMessage(source, p.name, i, value));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
                             const ModelState& state,

@@ -92,6 +92,11 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(
     const std::string& path, const CompiledModel& model, ModelState& state,
     const MetadataCheck& check_metadata = nullptr);
 
+/// Returns an error naming `source` and the first tensor of `infos` whose values in `values` (a
+/// flat array laid out by `infos`) include a NaN or an infinity.
+absl::Status CheckFiniteValues(const std::string& source, const std::vector<ParamInfo>& infos,
+                               const std::vector<float>& values);
+
 /// The tensors LoadPretrained copied from a checkpoint, and those it left alone.
 struct PretrainedReport {
   std::vector<std::string> loaded;  ///< Parameters and buffers copied from the file.

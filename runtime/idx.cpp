@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "runtime/atomic_file.h"
 
 namespace kiln {
 namespace {
@@ -82,6 +83,7 @@ std::string DescribeMagic(uint32_t magic) {
 
 // Opens `path` for reading. gzopen decompresses gzip files and reads other files unchanged.
 absl::StatusOr<GzFilePtr> OpenIdxFile(const std::string& path) {
+  if (absl::Status s = CheckNotSpecialFile(path, "IDX file"); !s.ok()) return s;
   errno = 0;
   gzFile file = gzopen(path.c_str(), "rb");
   if (file == nullptr) {

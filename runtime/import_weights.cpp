@@ -347,6 +347,9 @@ absl::StatusOr<ModelState> ImportTorchStateDict(const std::string& path, const C
         differences.sentences, absl::StrJoin(advice, "\n")));
   }
 
+  const std::string source = absl::StrCat("PyTorch state_dict '", path, "'");
+  if (absl::Status s = CheckFiniteValues(source, model.params, state.params); !s.ok()) return s;
+  if (absl::Status s = CheckFiniteValues(source, model.buffers, state.buffers); !s.ok()) return s;
   done.num_tensors = static_cast<int64_t>(expected.size());
   done.converted_dtypes.assign(converted.begin(), converted.end());
   if (summary != nullptr) *summary = std::move(done);

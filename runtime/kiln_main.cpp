@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <string>
@@ -71,6 +72,8 @@ ABSL_FLAG(int, batch_size, 0, "Images per step; 0 uses the batch the model was c
 ABSL_FLAG(std::string, checkpoint, "",
           "Safetensors checkpoint: written after every epoch by train, read by eval and --resume.");
 ABSL_FLAG(bool, resume, false, "Continue training from --checkpoint.");
+ABSL_FLAG(bool, overwrite, false,
+          "train: replace an existing --checkpoint with a new run instead of refusing to.");
 ABSL_FLAG(int64_t, train_limit, 0, "Use only the first N training images; 0 uses all.");
 ABSL_FLAG(std::string, classes, "",
           "Train and test on these classes only, relabelled 0, 1, ... in the order listed: e.g. "
@@ -132,7 +135,7 @@ constexpr char kUsage[] =
     "               [--warmup-start-factor X] [--threads N] [--augment SPEC]\n"
     "               [--classes 0-4 [--train-per-class N]] [--init-from CHECKPOINT]\n"
     "               [--metrics FILE.jsonl|csv] [--log-grad-norms] [--run-dir DIR]\n"
-    "               [--skip-nonfinite]\n"
+    "               [--skip-nonfinite] [--overwrite]\n"
     "               [--train-limit N] [--test-limit N] [--checkpoint PATH [--resume]]\n"
     "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
     "  kiln summary [--model lenet5]\n"
@@ -506,6 +509,15 @@ int RunTrain(kiln::Network& net) {
   }
   if (options.resume) {
     if (absl::Status status = UseSavedHyperparameters(options); !status.ok()) return Fail(status);
+  }
+  // A new run over an existing checkpoint would destroy it after the first epoch: likely a
+  // forgotten --resume.
+  std::error_code exists_error;
+  if (!options.resume && !absl::GetFlag(FLAGS_overwrite) && !options.checkpoint.empty() &&
+      std::filesystem::is_regular_file(options.checkpoint, exists_error)) {
+    return Usage(absl::StrCat("checkpoint '", options.checkpoint, "' already exists; pass "
+                              "--resume to continue it, --overwrite to replace it with a new run, "
+                              "or choose another --checkpoint"));
   }
   absl::StatusOr<std::vector<kiln::EpochStats>> history = kiln::Train(net, *train, &*test, options);
   if (!history.ok()) return Fail(history.status());

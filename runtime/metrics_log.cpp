@@ -478,6 +478,7 @@ absl::StatusOr<MetricsLog> MetricsLog::Open(const std::string& path,
     }
   }
 
+  if (absl::Status s = CheckNotSpecialFile(path, "metrics log"); !s.ok()) return s;
   std::FILE* file = std::fopen(path.c_str(), options.resume_after_epoch.has_value() ? "ab" : "wb");
   if (file == nullptr) {
     return absl::ErrnoToStatus(errno,

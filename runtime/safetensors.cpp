@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "runtime/atomic_file.h"
 
 // TensorData data is stored little-endian, and the typed accessors and the writer copy it without
 // byte swapping.
@@ -841,7 +842,8 @@ TensorData MakeF32(std::vector<int64_t> shape, const float* values) {
 // ---------------------------------------------------------------------------------------------
 
 absl::StatusOr<TensorFile> ReadSafetensors(const std::string& path) {
-  const int raw_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; the type check below rejects it.
+  const int raw_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (raw_fd < 0) {
     return ErrnoStatus(errno, absl::StrFormat("failed to open safetensors file '%s'", path),
                        "check that the path exists and is readable");
@@ -904,6 +906,7 @@ absl::Status WriteSafetensors(const std::string& path, const TensorFile& file) {
   absl::StatusOr<std::string> header = BuildHeader(path, file);
   if (!header.ok()) return header.status();
 
+  RemoveStaleTemporaries(path);
   std::string temp_path;
   int raw_fd = -1;
   absl::Status status = CreateTempFile(path, &temp_path, &raw_fd);

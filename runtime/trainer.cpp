@@ -222,6 +222,19 @@ absl::StatusOr<EvalResult> Evaluate(Network& net, const Dataset& data, int batch
   return result;
 }
 
+namespace {
+
+// Returns the end of a message about a stopped run: what became of the checkpoint at `path`.
+std::string CheckpointKept(const std::string& path) {
+  if (path.empty()) return "";
+  std::error_code error;
+  return std::filesystem::exists(path, error)
+             ? absl::StrCat("; the checkpoint '", path, "' is left as it was")
+             : absl::StrCat("; no checkpoint was written to '", path, "'");
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train,
                                               const Dataset* test, const TrainOptions& options) {
   const CompiledModel& model = net.model();
@@ -369,9 +382,8 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       if (!finite.ok() && !options.skip_nonfinite) {
         return absl::DataLossError(absl::StrCat(
             finite.message(), ", or pass --skip-nonfinite to skip such batches. Training stopped "
-            "in epoch ", epoch + 1, " at learning rate ", lr,
-            options.checkpoint.empty() ? "" : "; the checkpoint '",
-            options.checkpoint, options.checkpoint.empty() ? "" : "' is left as it was", "."));
+            "in epoch ", epoch + 1, " at learning rate ", lr, CheckpointKept(options.checkpoint),
+            "."));
       }
       if (!finite.ok()) {
         net.buffers() = statistics;
@@ -425,6 +437,14 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
       absl::StatusOr<EvalResult> result = Evaluate(net, *test, batch_size);
       if (!result.ok()) return result.status();
       stats.test = *result;
+    }
+    // Finite steps can still end in parameters that overflow on the test set (with
+    // skip_nonfinite, say). Such an epoch must not replace the last good checkpoint.
+    if (!std::isfinite(stats.train_loss) || (test != nullptr && !std::isfinite(stats.test.loss))) {
+      return absl::DataLossError(absl::StrCat(
+          "epoch ", epoch + 1, " diverged: train loss ", stats.train_loss, ", test loss ",
+          stats.test.loss, " at learning rate ", lr, "; lower the learning rate",
+          CheckpointKept(options.checkpoint)));
     }
     if (metrics) {
       // Before the checkpoint: a resumed run keeps the records up to the checkpoint's epoch.

@@ -199,6 +199,21 @@ TEST(Checkpoint, ChangedByteIsReportedAsCorruption) {
   EXPECT_EQ(state.params, before.params);
 }
 
+TEST(Checkpoint, NonFiniteValueIsAnError) {
+  const CompiledModel model = TinyModel();
+  ModelState saved = DistinctState(model, 1.0f);
+  saved.params[model.params[3].offset + 2] = std::numeric_limits<float>::quiet_NaN();
+  const std::string path = TempPath("nan.safetensors");
+  ASSERT_TRUE(SaveCheckpoint(path, model, saved, {}).ok());
+  ModelState state = DistinctState(model, 5.0f);
+  const ModelState before = state;
+  absl::StatusOr<std::map<std::string, std::string>> loaded = LoadCheckpoint(path, model, state);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(),
+              HasSubstr("has a NaN in tensor 'fc.weight' (element 2); parameters must be finite"));
+  EXPECT_EQ(state.params, before.params);
+}
+
 // A process killed (SIGKILL) at random moments while it saves checkpoints over and over: after
 // every kill the file at the path is a complete checkpoint, one of those saved.
 TEST(Checkpoint, SigkillDuringSavesLeavesLastCompleteOne) {
@@ -247,6 +262,24 @@ TEST(Checkpoint, SigkillDuringSavesLeavesLastCompleteOne) {
   // Most kills land inside a save (its fsync takes most of the time), or the test proves little.
   EXPECT_GE(interrupted, 20);
   std::printf("100 kills, %d during a save, %d checkpoints saved\n", interrupted, last_epoch);
+}
+
+// A save removes the temporary files of saves killed before their rename, and only those.
+TEST(Checkpoint, SaveRemovesTemporariesOfDeadProcesses) {
+  const CompiledModel model = TinyModel();
+  const std::string dir = TempPath("stale");
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/run.safetensors";
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);  // Its pid now names no process.
+  const std::string dead = absl::StrCat(path, ".tmp-", child, "-0");
+  const std::string alive = absl::StrCat(path, ".tmp-", getppid(), "-0");
+  for (const std::string& file : {dead, alive}) std::ofstream(file) << "partial";
+  ASSERT_TRUE(SaveCheckpoint(path, model, DistinctState(model, 1.0f), {}).ok());
+  EXPECT_FALSE(std::filesystem::exists(dead));
+  EXPECT_TRUE(std::filesystem::exists(alive));
 }
 
 // A write that fails part way (here the file size limit, as a full disk would with ENOSPC) is an
@@ -518,9 +551,9 @@ TEST(Import, ConvertsF64F16AndBF16) {
 
   // F64 rounds to the nearest float, and an underflow becomes zero.
   file.tensors["bn1.weight"] = RawTensor<double>(DType::kF64, {2}, {0.1, 1e-50});
-  // F16: 1, -2, the smallest subnormal 2^-24 and infinity are exact in float.
+  // F16: 1, -2, the smallest subnormal 2^-24 and the smallest normal 2^-14 are exact in float.
   file.tensors["bn1.running_mean"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x3c00, 0xc000});
-  file.tensors["bn1.running_var"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x0001, 0x7c00});
+  file.tensors["bn1.running_var"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x0001, 0x0400});
   // BF16: the upper 16 bits of the floats 1 and -3.
   file.tensors["fc.bias"] = RawTensor<uint16_t>(DType::kBF16, {3}, {0x3f80, 0xc040, 0x8000});
   const std::string path = Write("converted.safetensors", file);
@@ -531,7 +564,7 @@ TEST(Import, ConvertsF64F16AndBF16) {
   EXPECT_THAT(Slice(imported->params, model.params[1]), ElementsAre(0.1f, 0.0f));
   EXPECT_THAT(Slice(imported->buffers, model.buffers[0]), ElementsAre(1.0f, -2.0f));
   EXPECT_THAT(Slice(imported->buffers, model.buffers[1]),
-              ElementsAre(std::ldexp(1.0f, -24), std::numeric_limits<float>::infinity()));
+              ElementsAre(std::ldexp(1.0f, -24), std::ldexp(1.0f, -14)));
   const std::vector<float> bias = Slice(imported->params, model.params[4]);
   EXPECT_THAT(bias, ElementsAre(1.0f, -3.0f, 0.0f));
   EXPECT_TRUE(std::signbit(bias[2])) << "BF16 0x8000 is -0";
@@ -542,9 +575,9 @@ TEST(Import, ConvertsF64F16AndBF16) {
 TEST(Import, ConvertsF16SpecialValues) {
   const CompiledModel model = TinyModel();
   TensorFile file = TorchStateDict(model, DistinctState(model, 1.0f));
-  // 65504 (the largest F16), 1/3 rounded to F16, -0 and a NaN.
+  // 65504 (the largest F16), 1/3 rounded to F16, -0 and 1.
   file.tensors["bn1.running_mean"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x7bff, 0x3555});
-  file.tensors["bn1.running_var"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x8000, 0x7e00});
+  file.tensors["bn1.running_var"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x8000, 0x3c00});
   const std::string path = Write("f16_special.safetensors", file);
 
   absl::StatusOr<ModelState> imported = ImportTorchStateDict(path, model);
@@ -553,7 +586,23 @@ TEST(Import, ConvertsF16SpecialValues) {
   const std::vector<float> var = Slice(imported->buffers, model.buffers[1]);
   EXPECT_EQ(var[0], 0.0f);
   EXPECT_TRUE(std::signbit(var[0]));
-  EXPECT_TRUE(std::isnan(var[1]));
+  EXPECT_EQ(var[1], 1.0f);
+}
+
+// F16 NaN and infinity convert to float exactly, but parameters must be finite.
+TEST(Import, RejectsNanAndInfinity) {
+  const CompiledModel model = TinyModel();
+  for (uint16_t special : {uint16_t{0x7e00}, uint16_t{0x7c00}}) {
+    TensorFile file = TorchStateDict(model, DistinctState(model, 1.0f));
+    file.tensors["bn1.running_var"] = RawTensor<uint16_t>(DType::kF16, {2}, {0x3c00, special});
+    const std::string path = Write("f16_nonfinite.safetensors", file);
+    absl::StatusOr<ModelState> imported = ImportTorchStateDict(path, model);
+    ASSERT_FALSE(imported.ok());
+    EXPECT_THAT(imported.status().message(),
+                AllOf(HasSubstr("PyTorch state_dict '" + path + "' has"),
+                      HasSubstr(special == 0x7e00 ? "a NaN" : "an infinite value"),
+                      HasSubstr("in tensor 'bn1.running_var' (element 1)")));
+  }
 }
 
 TEST(Import, RejectsF64BeyondFloatRange) {

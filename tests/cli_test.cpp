@@ -1,4 +1,6 @@
 // The kiln command line: each bad flag, model or path is one clear message and a non-zero exit.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -154,6 +156,33 @@ TEST(Cli, UnwritableCheckpointDirectoryFailsBeforeTraining) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("cannot write '/proc/kiln_run.safetensors'"));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("epoch   1/1")));
+}
+
+TEST(Cli, ExistingCheckpointNeedsResumeOrOverwrite) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string run = "train --epochs 1 --train-limit 64 --test-limit 64 --threads 1 "
+                          "--checkpoint " + std::string(pattern) + "/run.safetensors";
+  ASSERT_EQ(RunKiln(run).exit_code, 0);
+  Result again = RunKiln(run);
+  EXPECT_EQ(again.exit_code, 2);
+  EXPECT_THAT(again.output, HasSubstr("already exists; pass --resume to continue it, "
+                                      "--overwrite to replace it"));
+  EXPECT_EQ(RunKiln(run + " --overwrite").exit_code, 0);
+}
+
+// Opening a FIFO for reading waits for a writer, so readers check the type first.
+TEST(Cli, FifoAsInputIsRejectedWithoutHanging) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string fifo = std::string(pattern) + "/fifo.jsonl";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  Result r = RunKiln("eval --checkpoint " + fifo);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("is not a regular file"));
+  r = RunKiln("train --epochs 1 --train-limit 64 --test-limit 64 --metrics " + fifo);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("metrics log '" + fifo + "' is not a regular file"));
 }
 
 TEST(Cli, DeviceAsCheckpointIsRejected) {

@@ -14,6 +14,7 @@
 namespace kiln {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 using test::Compiled;
@@ -86,6 +87,29 @@ TEST(NonFinite, SkipCountsBatchesAndUndoesStatistics) {
   EXPECT_TRUE(std::isfinite(history->back().train_loss));
   for (float p : net.params()) ASSERT_TRUE(std::isfinite(p));
   for (float b : net.buffers()) ASSERT_TRUE(std::isfinite(b));
+}
+
+// Skipped steps can still leave parameters that overflow on the test set; that epoch must not
+// replace the last good checkpoint.
+TEST(NonFinite, DivergedEpochKeepsCheckpointWhenSkipping) {
+  const Dataset train = test::First(test::Split("train"), 1000);
+  const Dataset test = test::First(test::Split("t10k"), 100);
+  Network net(Compiled("lenet5"));
+  TrainOptions options = test::QuietOptions(2);
+  options.checkpoint = test::TempPath("diverged.safetensors");
+  ASSERT_TRUE(Train(net, train, &test, options).ok());
+  const std::string saved = test::FileBytes(options.checkpoint);
+
+  Network resumed(Compiled("lenet5"));
+  options.epochs = 3;
+  options.resume = true;
+  options.optimizer.lr = 1e3f;
+  options.skip_nonfinite = true;
+  absl::StatusOr<std::vector<EpochStats>> history = Train(resumed, train, &test, options);
+  ASSERT_FALSE(history.ok());
+  EXPECT_THAT(std::string(history.status().message()),
+              AllOf(HasSubstr("epoch 3 diverged"), HasSubstr("is left as it was")));
+  EXPECT_EQ(test::FileBytes(options.checkpoint), saved);
 }
 
 }  // namespace

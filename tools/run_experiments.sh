@@ -42,7 +42,7 @@ transfer() {
   local dir="$out/transfer"
   mkdir -p "$dir"
   "$kiln" train --model lenet5 --classes 0-4 --epochs 10 --lr 0.01 --momentum 0.9 --seed 0 \
-      --threads "$threads" --checkpoint "$dir/pretrained.safetensors"
+      --threads "$threads" --checkpoint "$dir/pretrained.safetensors" --overwrite
   local target
   for target in small large; do
     local size=() epochs=8 batch=()

@@ -313,6 +313,12 @@ Status Trainer::SetParameter(const std::string& name, const float* values, size_
                                         "count ", count, "; the parameter has ", info->numel,
                                         " floats"));
   }
+  for (int64_t i = 0; i < info->numel; ++i) {
+    if (!std::isfinite(values[i])) {
+      return InvalidArgument(absl::StrCat("SetParameter('", name, "'): value ", i, " is ",
+                                          values[i], "; pass finite values"));
+    }
+  }
   std::copy_n(values, info->numel, array->data() + info->offset);
   return Status();
 }
