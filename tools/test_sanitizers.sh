@@ -10,4 +10,5 @@ cmake --build build-sanitize -j "$(nproc)"
 # the regular build runs it.
 export ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp
 ctest --test-dir build-sanitize --output-on-failure -j "$(nproc)" -E '^install_test$' "$@"
