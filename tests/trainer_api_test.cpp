@@ -395,7 +395,7 @@ TEST(TrainerApi, CApi) {
   ASSERT_TRUE(cpp.Predict(Batch().images.data(), 1, cpp_out.data()).ok());
   EXPECT_EQ(c_out, cpp_out);
 
-  h.optimizer = static_cast<kiln_optimizer>(7);
+  h.optimizer = 7;
   status = kiln_trainer_set_hyperparameters(trainer, &h);
   EXPECT_THAT(kiln_status_message(status), HasSubstr("optimizer 7 is not"));
   kiln_status_free(status);

@@ -176,8 +176,7 @@ kiln_status* kiln_trainer_set_hyperparameters(kiln_trainer* t, const kiln_hyperp
     case KILN_OPTIMIZER_ADAM: cpp.optimizer = kiln::Hyperparameters::Optimizer::kAdam; break;
     case KILN_OPTIMIZER_ADAMW: cpp.optimizer = kiln::Hyperparameters::Optimizer::kAdamW; break;
     default:
-      return Error(absl::StrCat("kiln_trainer_set_hyperparameters: optimizer ",
-                                static_cast<int>(h->optimizer),
+      return Error(absl::StrCat("kiln_trainer_set_hyperparameters: optimizer ", h->optimizer,
                                 " is not KILN_OPTIMIZER_SGD, _ADAM or _ADAMW"));
   }
   cpp.lr = h->lr;

@@ -42,7 +42,8 @@ typedef enum {
 
 /** kiln::Hyperparameters; kiln_hyperparameters_default fills in SGD's defaults. */
 typedef struct {
-  kiln_optimizer optimizer;
+  /* A kiln_optimizer value, held as int: C++ may not read an enum object outside its range. */
+  int optimizer;
   float lr;
   float momentum;
   int nesterov;
