@@ -47,7 +47,8 @@ if(NOT TARGET Kiln::core)
     target_link_libraries(kiln_target_kernels INTERFACE "${_kiln_libdir}/kiln_optimizers.a"
                           "${_kiln_libdir}/halide_runtime.a")
   else()
-    set(_kiln_kernels "${KILN_GENERATED_DIR}/kiln_optimizers.a" "${KILN_GENERATED_DIR}/halide_runtime.a")
+    set(_kiln_kernels "${KILN_GENERATED_DIR}/kiln_optimizers.a"
+                      "${KILN_GENERATED_DIR}/halide_runtime.a")
     add_custom_command(
       OUTPUT ${_kiln_kernels}
       COMMAND "${_kiln_prefix}/bin/kiln-gen" --optimizers "${KILN_GENERATED_DIR}/kiln_optimizers"
@@ -66,8 +67,8 @@ if(NOT TARGET Kiln::core)
   set_target_properties(Kiln::core PROPERTIES
     IMPORTED_LOCATION "${_kiln_libdir}/libkiln_core.a"
     INTERFACE_INCLUDE_DIRECTORIES "${_kiln_prefix}/include/kiln"
-    INTERFACE_LINK_LIBRARIES
-      "absl::status;absl::statusor;absl::strings;absl::str_format;fmt::fmt;ZLIB::ZLIB;kiln_target_kernels")
+    INTERFACE_LINK_LIBRARIES "absl::status;absl::statusor;absl::strings;absl::str_format;\
+fmt::fmt;ZLIB::ZLIB;kiln_target_kernels")
   add_library(Kiln::compiler STATIC IMPORTED)
   set_target_properties(Kiln::compiler PROPERTIES
     IMPORTED_LOCATION "${_kiln_libdir}/libkiln_compiler.a"

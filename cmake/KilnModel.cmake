@@ -15,7 +15,8 @@ function(kiln_add_model)
     message(FATAL_ERROR "kiln_add_model: NAME and SOURCES are required")
   endif()
   if(ARG_UNPARSED_ARGUMENTS)
-    message(FATAL_ERROR "kiln_add_model(${ARG_NAME}): unknown arguments '${ARG_UNPARSED_ARGUMENTS}'; "
+    message(FATAL_ERROR "kiln_add_model(${ARG_NAME}): unknown arguments "
+                        "'${ARG_UNPARSED_ARGUMENTS}'; "
                         "the keywords are NAME, SOURCES, MODEL, SCHEDULE, BATCH_SIZE, INPUT, "
                         "CLASSES and FREEZE")
   endif()

@@ -157,8 +157,9 @@ absl::Status CheckNotSpecialFile(const std::string& path, absl::string_view desc
   struct stat info;
   if (::stat(path.c_str(), &info) != 0 || S_ISREG(info.st_mode)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      description, " '", path, "' is ", S_ISDIR(info.st_mode) ? "a directory" : "not a regular file",
-      " (a FIFO, socket or device); name a regular file"));
+      description, " '", path, "' is ",
+      S_ISDIR(info.st_mode) ? "a directory" : "not a regular file (a FIFO, socket or device)",
+      "; name a regular file"));
 }
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, absl::string_view description) {

@@ -148,8 +148,8 @@ absl::Status Network::Forward(const float* images, int batch, float* logits) {
     FloatBuffer output = BatchBuffer(k + 1 == count ? logits : outputs_[k].data(),
                                      segment.output_shape, batch);
     const int code = model_.functions[segment.functions].forward(
-        input.raw_buffer(), batch, params.of(segment.params).data(), buffers.of(segment.buffers).data(),
-        output.raw_buffer());
+        input.raw_buffer(), batch, params.of(segment.params).data(),
+        buffers.of(segment.buffers).data(), output.raw_buffer());
     absl::Status status = HalideStatus(code, absl::StrCat("forward (segment ", k, ")"), model_);
     if (!status.ok()) return status;
   }

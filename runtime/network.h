@@ -75,13 +75,12 @@ class Network {
   absl::Status Update(const SgdOptions& options);
   /// The L2 norm of each parameter's gradient, in the order of CompiledModel::params.
   absl::StatusOr<std::vector<double>> GradientNorms() const;
-  /// Checks the result of the last Backward for NaN and infinity: the loss, then the trainable
-  /// gradients in layer order (by their norms, `norms` when given, else computed). The error
-  /// names the first non-finite one, its layer and the step (1-based, as counted by Backward).
+  /// Checks the result of the last Backward for NaN and infinity: the trainable gradients in
+  /// layer order (by their norms, `norms` when given, else computed), then the loss. The error
+  /// names the step (1-based, as counted by Backward), a non-finite loss, and the first layer
+  /// whose gradient is not finite.
   absl::Status CheckFinite(const BatchResult& result,
                            const std::vector<double>* norms = nullptr) const;
-  /// The number of Backward calls so far (kept in checkpoints).
-  uint64_t steps() const { return steps_; }
 
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }

@@ -164,7 +164,8 @@ absl::Status CheckOptimizerOptions(const OptimizerOptions& o,
   if (s.ok() && o.kind == OptimizerKind::kSgd) {
     s = CheckRange(std::isfinite(o.momentum) && o.momentum >= 0, "momentum", o.momentum, ">= 0");
     if (s.ok() && o.nesterov && o.momentum <= 0) {
-      s = absl::InvalidArgumentError("Nesterov momentum needs a momentum above 0; set one, or turn Nesterov off");
+      s = absl::InvalidArgumentError(
+          "Nesterov momentum needs a momentum above 0; set one, or turn Nesterov off");
     }
   }
   if (s.ok() && o.kind != OptimizerKind::kSgd) {

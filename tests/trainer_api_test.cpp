@@ -20,8 +20,8 @@
 namespace kiln {
 namespace {
 
-using ::testing::HasSubstr;
 using models::Lenet5Trainer;
+using ::testing::HasSubstr;
 
 constexpr int kBatch = 64;
 
@@ -100,8 +100,9 @@ TEST(TrainerApi, AccumulatedGradientsMatchOneBatch) {
   std::vector<float> sum(n, 0.0f), part(n);
   const int half = kBatch / 2;
   for (int k = 0; k < 2; ++k) {
-    ASSERT_TRUE(halves.ComputeGradients(Batch().images.data() + k * half * 784,
-                                        Batch().labels.data() + k * half, half, nullptr)
+    ASSERT_TRUE(halves
+                    .ComputeGradients(Batch().images.data() + k * half * 784,
+                                      Batch().labels.data() + k * half, half, nullptr)
                     .ok());
     ASSERT_TRUE(halves.GetGradients(part.data(), n).ok());
     for (size_t i = 0; i < n; ++i) sum[i] += part[i] / 2;
@@ -124,7 +125,8 @@ TEST(TrainerApi, AccumulatedGradientsMatchOneBatch) {
 TEST(TrainerApi, CheckpointRoundTripAndParameterAccess) {
   Lenet5Trainer trainer;
   ASSERT_TRUE(trainer.InitParameters(1).ok());
-  ASSERT_TRUE(trainer.TrainStep(Batch().images.data(), Batch().labels.data(), kBatch, nullptr).ok());
+  ASSERT_TRUE(
+      trainer.TrainStep(Batch().images.data(), Batch().labels.data(), kBatch, nullptr).ok());
   const std::string path = test::TempPath("api.safetensors");
   ASSERT_TRUE(trainer.SaveCheckpoint(path).ok());
 
@@ -136,7 +138,8 @@ TEST(TrainerApi, CheckpointRoundTripAndParameterAccess) {
   ASSERT_TRUE(loaded.Predict(Batch().images.data(), kBatch, actual.data()).ok());
   EXPECT_EQ(actual, expected);
   // Both continue identically: the optimizer state came along.
-  ASSERT_TRUE(trainer.TrainStep(Batch().images.data(), Batch().labels.data(), kBatch, nullptr).ok());
+  ASSERT_TRUE(
+      trainer.TrainStep(Batch().images.data(), Batch().labels.data(), kBatch, nullptr).ok());
   ASSERT_TRUE(loaded.TrainStep(Batch().images.data(), Batch().labels.data(), kBatch, nullptr).ok());
   EXPECT_EQ(Parameters(loaded), Parameters(trainer));
 

@@ -26,7 +26,9 @@ app=$work/app/fine_tune
 
 # The application compiles without Halide's headers and loads no Halide or LLVM library.
 flags=$(cat "$work/app/CMakeFiles/fine_tune.dir/flags.make")
-if grep -qi halide <<< "$flags"; then fail "the example compiles with Halide include paths: $flags"; fi
+if grep -qi halide <<< "$flags"; then
+  fail "the example compiles with Halide include paths: $flags"
+fi
 if ldd "$app" | grep -Ei 'halide|llvm'; then fail "the example loads Halide or LLVM (above)"; fi
 
 data=${KILN_DATA:-/usr/share/datasets/fashion-mnist}

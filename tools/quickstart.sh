@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 tools/build.sh
-build/kiln train --model lenet5 --epochs 15 --lr 0.01 --momentum 0.9 --checkpoint build/lenet5.safetensors --overwrite "$@"
+build/kiln train --model lenet5 --epochs 15 --lr 0.01 --momentum 0.9 \
+  --checkpoint build/lenet5.safetensors --overwrite "$@"

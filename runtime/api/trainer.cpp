@@ -108,8 +108,8 @@ Status CheckInputs(const char* call, const float* inputs, int batch, int64_t sam
 }
 
 // Every call on a moved-from trainer returns this error.
-#define KILN_REQUIRE_STATE(call)                                                      \
-  if (!state_) {                                                                      \
+#define KILN_REQUIRE_STATE(call)                                                            \
+  if (!state_) {                                                                            \
     return Status::Error(call ": the trainer was moved from; use the one it was moved to"); \
   }
 
@@ -135,7 +135,8 @@ struct Trainer::State {
 
   Status UnknownName(const std::string& name) const {
     std::string known;
-    for (const ParamInfo& p : model.params) absl::StrAppend(&known, known.empty() ? "" : ", ", p.name);
+    for (const ParamInfo& p : model.params)
+      absl::StrAppend(&known, known.empty() ? "" : ", ", p.name);
     for (const ParamInfo& b : model.buffers) absl::StrAppend(&known, ", ", b.name);
     return InvalidArgument(absl::StrCat("model '", model.name, "' has no parameter '", name,
                                         "'; its parameters and running statistics: ", known));
@@ -145,8 +146,8 @@ struct Trainer::State {
   Status CheckBatch(const char* call, const float* inputs, const void* targets, int batch,
                     bool labels) const {
     if (inputs == nullptr || targets == nullptr) {
-      return InvalidArgument(absl::StrCat(call, ": inputs and ", labels ? "labels" : "targets",
-                                          " must not be null"));
+      return InvalidArgument(
+          absl::StrCat(call, ": inputs and ", labels ? "labels" : "targets", " must not be null"));
     }
     if (batch < 1) {
       return InvalidArgument(absl::StrCat(call, ": batch is ", batch, "; pass at least 1 sample"));
@@ -215,7 +216,8 @@ struct Trainer::State {
   }
 
   Status Update(const char* call) {
-    return Guarded(call, [&] { return FromAbsl(network.Update(optimizer, optimizer.lr).status()); });
+    return Guarded(call,
+                   [&] { return FromAbsl(network.Update(optimizer, optimizer.lr).status()); });
   }
 
   const CompiledModel& model;
@@ -296,9 +298,9 @@ Status Trainer::GetParameter(const std::string& name, float* values, size_t coun
   auto [array, info] = state_->Find(name);
   if (info == nullptr) return state_->UnknownName(name);
   if (values == nullptr || count != static_cast<size_t>(info->numel)) {
-    return InvalidArgument(absl::StrCat("GetParameter('", name, "'): ", values ? "" : "null buffer, ",
-                                        "count ", count, "; the parameter has ", info->numel,
-                                        " floats"));
+    return InvalidArgument(absl::StrCat("GetParameter('", name,
+                                        "'): ", values ? "" : "null buffer, ", "count ", count,
+                                        "; the parameter has ", info->numel, " floats"));
   }
   std::copy_n(array->data() + info->offset, info->numel, values);
   return Status();
@@ -309,9 +311,9 @@ Status Trainer::SetParameter(const std::string& name, const float* values, size_
   auto [array, info] = state_->Find(name);
   if (info == nullptr) return state_->UnknownName(name);
   if (values == nullptr || count != static_cast<size_t>(info->numel)) {
-    return InvalidArgument(absl::StrCat("SetParameter('", name, "'): ", values ? "" : "null values, ",
-                                        "count ", count, "; the parameter has ", info->numel,
-                                        " floats"));
+    return InvalidArgument(absl::StrCat("SetParameter('", name,
+                                        "'): ", values ? "" : "null values, ", "count ", count,
+                                        "; the parameter has ", info->numel, " floats"));
   }
   for (int64_t i = 0; i < info->numel; ++i) {
     if (!std::isfinite(values[i])) {
@@ -327,8 +329,8 @@ Status Trainer::SetHyperparameters(const Hyperparameters& hyperparameters) {
   KILN_REQUIRE_STATE("SetHyperparameters");
   const auto kind = static_cast<int>(hyperparameters.optimizer);
   if (kind < 0 || kind > static_cast<int>(Hyperparameters::Optimizer::kAdamW)) {
-    return InvalidArgument(absl::StrCat("SetHyperparameters: optimizer ", kind,
-                                        " is not kSgd, kAdam or kAdamW"));
+    return InvalidArgument(
+        absl::StrCat("SetHyperparameters: optimizer ", kind, " is not kSgd, kAdam or kAdamW"));
   }
   const OptimizerOptions options = ToOptimizerOptions(hyperparameters);
   absl::Status checked = CheckOptimizerOptions(options, state_->model.params);
@@ -371,8 +373,8 @@ Status Trainer::GetGradients(float* gradients, size_t count) const {
   const std::vector<float>& grads = state_->network.grads();
   if (gradients == nullptr || count != grads.size()) {
     return InvalidArgument(absl::StrCat("GetGradients: ", gradients ? "" : "null buffer, ",
-                                        "count ", count, "; model '", state_->model.name,
-                                        "' has ", grads.size(), " parameter values"));
+                                        "count ", count, "; model '", state_->model.name, "' has ",
+                                        grads.size(), " parameter values"));
   }
   std::copy(grads.begin(), grads.end(), gradients);
   return Status();
@@ -383,8 +385,8 @@ Status Trainer::ApplyGradients(const float* gradients, size_t count) {
   std::vector<float>& grads = state_->network.grads();
   if (gradients == nullptr || count != grads.size()) {
     return InvalidArgument(absl::StrCat("ApplyGradients: ", gradients ? "" : "null gradients, ",
-                                        "count ", count, "; model '", state_->model.name,
-                                        "' has ", grads.size(), " parameter values"));
+                                        "count ", count, "; model '", state_->model.name, "' has ",
+                                        grads.size(), " parameter values"));
   }
   for (size_t i = 0; i < count; ++i) {
     if (std::isfinite(gradients[i])) continue;
@@ -408,7 +410,8 @@ Status Trainer::Predict(const float* inputs, int batch, float* outputs) {
     return InvalidArgument(absl::StrCat("Predict: batch is ", batch, "; pass at least 1 sample"));
   }
   if (Status s = CheckInputs("Predict", inputs, batch, state_->InputSize()); !s.ok()) return s;
-  return Guarded("Predict", [&] { return FromAbsl(state_->network.Forward(inputs, batch, outputs)); });
+  return Guarded("Predict",
+                 [&] { return FromAbsl(state_->network.Forward(inputs, batch, outputs)); });
 }
 
 }  // namespace kiln

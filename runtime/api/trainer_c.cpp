@@ -63,8 +63,9 @@ void kiln_status_free(kiln_status* status) {
 
 kiln_hyperparameters kiln_hyperparameters_default(void) {
   const kiln::Hyperparameters d;
-  return {KILN_OPTIMIZER_SGD, d.lr,    d.momentum, d.nesterov ? 1 : 0, d.weight_decay,
-          d.beta1,            d.beta2, d.eps,      d.max_grad_norm};
+  return {KILN_OPTIMIZER_SGD, d.lr,    d.momentum, d.nesterov ? 1 : 0,
+          d.weight_decay,     d.beta1, d.beta2,    d.eps,
+          d.max_grad_norm};
 }
 
 kiln_status* kiln_trainer_create(const char* model_name, kiln_trainer** trainer) {
@@ -77,9 +78,9 @@ kiln_status* kiln_trainer_create(const char* model_name, kiln_trainer** trainer)
     for (const std::string& name : kiln::CompiledModelNames()) {
       absl::StrAppend(&known, known.empty() ? "" : ", ", name);
     }
-    return Error(absl::StrCat("kiln_trainer_create: no compiled model '", model_name,
-                              "' is linked into this program; linked: ",
-                              known.empty() ? "none" : known));
+    return Error(
+        absl::StrCat("kiln_trainer_create: no compiled model '", model_name,
+                     "' is linked into this program; linked: ", known.empty() ? "none" : known));
   }
   try {
     *trainer = new kiln_trainer(*model);
@@ -172,9 +173,15 @@ kiln_status* kiln_trainer_set_hyperparameters(kiln_trainer* t, const kiln_hyperp
   if (h == nullptr) return Error("kiln_trainer_set_hyperparameters: the hyperparameters are null");
   kiln::Hyperparameters cpp;
   switch (h->optimizer) {
-    case KILN_OPTIMIZER_SGD: cpp.optimizer = kiln::Hyperparameters::Optimizer::kSgd; break;
-    case KILN_OPTIMIZER_ADAM: cpp.optimizer = kiln::Hyperparameters::Optimizer::kAdam; break;
-    case KILN_OPTIMIZER_ADAMW: cpp.optimizer = kiln::Hyperparameters::Optimizer::kAdamW; break;
+    case KILN_OPTIMIZER_SGD:
+      cpp.optimizer = kiln::Hyperparameters::Optimizer::kSgd;
+      break;
+    case KILN_OPTIMIZER_ADAM:
+      cpp.optimizer = kiln::Hyperparameters::Optimizer::kAdam;
+      break;
+    case KILN_OPTIMIZER_ADAMW:
+      cpp.optimizer = kiln::Hyperparameters::Optimizer::kAdamW;
+      break;
     default:
       return Error(absl::StrCat("kiln_trainer_set_hyperparameters: optimizer ", h->optimizer,
                                 " is not KILN_OPTIMIZER_SGD, _ADAM or _ADAMW"));
@@ -193,8 +200,9 @@ kiln_status* kiln_trainer_set_hyperparameters(kiln_trainer* t, const kiln_hyperp
 kiln_status* kiln_trainer_train_step(kiln_trainer* t, const float* inputs, const int32_t* labels,
                                      int batch, float* loss, int* correct) {
   KILN_CHECK_HANDLE(t, "kiln_trainer_train_step");
-  return WithResult([&](kiln::StepResult* r) { return t->trainer.TrainStep(inputs, labels, batch, r); },
-                    loss, correct);
+  return WithResult(
+      [&](kiln::StepResult* r) { return t->trainer.TrainStep(inputs, labels, batch, r); }, loss,
+      correct);
 }
 
 kiln_status* kiln_trainer_train_step_targets(kiln_trainer* t, const float* inputs,
@@ -232,8 +240,7 @@ kiln_status* kiln_trainer_apply_gradients(kiln_trainer* t, const float* gradient
   return ToC(t->trainer.ApplyGradients(gradients, count));
 }
 
-kiln_status* kiln_trainer_predict(kiln_trainer* t, const float* inputs, int batch,
-                                  float* outputs) {
+kiln_status* kiln_trainer_predict(kiln_trainer* t, const float* inputs, int batch, float* outputs) {
   KILN_CHECK_HANDLE(t, "kiln_trainer_predict");
   return ToC(t->trainer.Predict(inputs, batch, outputs));
 }
