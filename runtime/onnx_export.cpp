@@ -124,40 +124,38 @@ absl::Status BuildGraph(const CompiledModel& model, const std::vector<float>& pa
       output = in[0];
       continue;
     }
-    onnx::NodeProto* node = nullptr;
-    if (op == "conv2d") {
+    // The input, the weight and the bias when the layer has one: Conv's and Gemm's inputs.
+    auto weighted = [&] {
       std::vector<std::string> inputs = {in[0], param(0)};
       if (l.params.size() > 1) inputs.push_back(param(1));
-      node = g.Node("Conv", l.name, inputs, l.name);
+      return inputs;
+    };
+    // The ops that map to one ONNX operator without attributes.
+    static const std::map<std::string, std::string> kPlain = {
+        {"relu", "Relu"}, {"sigmoid", "Sigmoid"}, {"tanh", "Tanh"},
+        {"adaptive_avg_pool2d", "GlobalAveragePool"}, {"add", "Add"}};
+    onnx::NodeProto* node = nullptr;
+    if (const auto plain = kPlain.find(op); plain != kPlain.end()) {
+      node = g.Node(plain->second, l.name, in, l.name);
+    } else if (op == "conv2d") {
+      node = g.Node("Conv", l.name, weighted(), l.name);
       SetWindow(node, a);
       SetInts(node, "dilations", {a.dilation, a.dilation});
       SetInt(node, "group", a.groups);
     } else if (op == "dense") {
-      std::vector<std::string> inputs = {in[0], param(0)};
-      if (l.params.size() > 1) inputs.push_back(param(1));
-      node = g.Node("Gemm", l.name, inputs, l.name);
+      node = g.Node("Gemm", l.name, weighted(), l.name);
       SetInt(node, "transB", 1);
-    } else if (op == "relu") {
-      node = g.Node("Relu", l.name, in, l.name);
     } else if (op == "leaky_relu") {
       node = g.Node("LeakyRelu", l.name, in, l.name);
       SetFloat(node, "alpha", a.negative_slope);
-    } else if (op == "sigmoid") {
-      node = g.Node("Sigmoid", l.name, in, l.name);
-    } else if (op == "tanh") {
-      node = g.Node("Tanh", l.name, in, l.name);
     } else if (op == "max_pool2d" || op == "avg_pool2d") {
       node = g.Node(op == "max_pool2d" ? "MaxPool" : "AveragePool", l.name, in, l.name);
       SetWindow(node, a);
       SetInt(node, "ceil_mode", a.ceil_mode ? 1 : 0);
       if (op == "avg_pool2d") SetInt(node, "count_include_pad", a.count_include_pad ? 1 : 0);
-    } else if (op == "adaptive_avg_pool2d") {
-      node = g.Node("GlobalAveragePool", l.name, in, l.name);
     } else if (op == "flatten") {
       node = g.Node("Flatten", l.name, in, l.name);
       SetInt(node, "axis", 1);
-    } else if (op == "add") {
-      node = g.Node("Add", l.name, in, l.name);
     } else if (op == "concat") {
       node = g.Node("Concat", l.name, in, l.name);
       SetInt(node, "axis", 1);

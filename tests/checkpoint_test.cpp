@@ -291,6 +291,8 @@ TEST(Checkpoint, FailedWriteKeepsEarlierCheckpoint) {
   const std::string path = dir + "/run.safetensors";
   ASSERT_TRUE(SaveCheckpoint(path, model, DistinctState(model, 1.0f), {}).ok());
   const std::string before = ReadBytes(path);
+
+  // The child saves under a 256-byte file size limit and reports the message through a pipe.
   int pipe_fds[2];
   ASSERT_EQ(pipe(pipe_fds), 0);
   const pid_t child = fork();
@@ -305,6 +307,7 @@ TEST(Checkpoint, FailedWriteKeepsEarlierCheckpoint) {
     _exit(s.ok() ? 0 : 1);
   }
   ::close(pipe_fds[1]);
+
   std::string message;
   char buffer[512];
   for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;) message.append(buffer, n);

@@ -55,6 +55,7 @@ TEST_P(OnnxExport, FilePassesTheCheckerAndHoldsTheState) {
   const std::string path = test::TempPath(GetParam() + ".onnx");
   absl::Status s = ExportOnnx(net.model(), net.params(), net.buffers(), path);
   ASSERT_TRUE(s.ok()) << s;
+
   EXPECT_NO_THROW(onnx::checker::check_model(path));
   const onnx::ModelProto proto = Read(path);
   EXPECT_EQ(proto.opset_import(0).version(), 13);
@@ -81,6 +82,7 @@ TEST_P(OnnxExport, FilePassesTheCheckerAndHoldsTheState) {
     }
     EXPECT_TRUE(found) << tensor.name();
   }
+
   ASSERT_EQ(graph.output_size(), 1);
   EXPECT_EQ(graph.output(0).type().tensor_type().shape().dim(0).dim_param(), "batch");
   EXPECT_EQ(graph.output(0).type().tensor_type().shape().dim(1).dim_value(),
@@ -94,6 +96,7 @@ TEST_P(OnnxExport, OnnxRuntimeMatchesKiln) {
   Network net = Trained(GetParam());
   const std::string model = test::TempPath(GetParam() + "_ort.onnx");
   ASSERT_TRUE(ExportOnnx(net.model(), net.params(), net.buffers(), model).ok());
+
   const int batch = 8;
   const Dataset images = test::First(test::Split("t10k"), batch);
   const std::string input = test::TempPath("onnx_input.bin");
@@ -111,6 +114,7 @@ TEST_P(OnnxExport, OnnxRuntimeMatchesKiln) {
                  << "'; install it (pip install onnxruntime) or set KILN_ONNX_PYTHON";
   }
   ASSERT_EQ(status, 0) << command;
+
   const std::string bytes = test::FileBytes(output);
   const size_t classes = static_cast<size_t>(net.model().output_shape[0]);
   ASSERT_EQ(bytes.size(), sizeof(float) * batch * classes);

@@ -28,7 +28,7 @@
  *   - gradients: parameter_count() floats, the parameters' concatenation in the order of
  *              parameters() (each at its `offset`).
  * Any batch ≥ 1 runs up to Halide's limit of 2 GB per buffer (LeNet-5: about 100,000 images).
- * A larger batch is an error whose message asks to split it. The generated class's kBatchSize
+ * A larger batch is an error whose message suggests splitting it. The generated class's kBatchSize
  * is the batch the code was tuned for.
  *
  * Errors. Every call that can fail returns a Status; none throws or aborts on bad input (null
