@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -80,9 +81,11 @@ absl::Status CheckOutputPath(const std::string& path) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents) {
+  // A symbolic link stays one: the file it points to is replaced.
+  const std::string destination = FollowLinks(path);
   // No probe file: creating the temporary file below tests the same thing.
-  if (absl::Status status = CheckDestination(path); !status.ok()) return status;
-  RemoveStaleTemporaries(path);
+  if (absl::Status status = CheckDestination(destination); !status.ok()) return status;
+  RemoveStaleTemporaries(destination);
 
   // O_EXCL makes each temporary name this process's own, also when another process or a
   // concurrent writer in this one uses the same destination.
@@ -90,18 +93,18 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   std::string temp;
   int fd = -1;
   for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    temp = absl::StrCat(path, ".tmp-", ::getpid(), "-", counter.fetch_add(1));
+    temp = absl::StrCat(destination, ".tmp-", ::getpid(), "-", counter.fetch_add(1));
     fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && errno != EEXIST) break;
   }
   if (fd < 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "' in directory '",
-                                                   ParentDirectory(path),
+                                                   ParentDirectory(destination),
                                                    "'; choose another directory"));
   }
 
   // Write everything, flush it to disk and close. The first failure removes the temporary file.
-  int error = 0;
+  int error = KeepPermissions(destination, fd);
   const char* data = contents.data();
   size_t left = contents.size();
   while (left > 0 && error == 0) {
@@ -115,7 +118,7 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   }
   if (error == 0 && ::fsync(fd) != 0) error = errno;
   if (::close(fd) != 0 && error == 0) error = errno;
-  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error == 0 && ::rename(temp.c_str(), destination.c_str()) != 0) error = errno;
   if (error != 0) {
     ::unlink(temp.c_str());
     return absl::ErrnoToStatus(
@@ -123,12 +126,27 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   }
   // The rename is durable once the directory is flushed too. The new file is complete either
   // way, so a directory that cannot be flushed (some file systems refuse) is not an error.
-  const int directory = ::open(ParentDirectory(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int directory =
+      ::open(ParentDirectory(destination).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (directory >= 0) {
     ::fsync(directory);
     ::close(directory);
   }
   return absl::OkStatus();
+}
+
+std::string FollowLinks(const std::string& path) {
+  struct stat info;
+  if (::lstat(path.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) return path;
+  std::error_code error;
+  const std::filesystem::path target = std::filesystem::weakly_canonical(path, error);
+  return error ? path : target.string();
+}
+
+int KeepPermissions(const std::string& path, int fd) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) != 0) return 0;  // a new file: the umask decides
+  return ::fchmod(fd, info.st_mode & 07777) == 0 ? 0 : errno;
 }
 
 void RemoveStaleTemporaries(const std::string& path) {

@@ -27,7 +27,18 @@ absl::Status CheckOutputPath(const std::string& path);
 /// Writes `contents` to `path`, replacing any file there. The data goes first to
 /// "<path>.tmp-<pid>-<n>", which is renamed to `path` once it is complete and flushed to disk.
 /// On error the temporary file is removed and `path` is unchanged. The message names `path`.
+/// When `path` is a symbolic link, the file it points to is replaced and the link stays; a
+/// replaced file keeps its permissions.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
+
+/// `path` with symbolic links resolved as far as they lead (a link may point to a file not yet
+/// created); `path` itself when it is no link or cannot be resolved. Writers replace the file a
+/// link points to, so the link stays.
+std::string FollowLinks(const std::string& path);
+
+/// Gives the open file `fd` the permission bits of the file at `path`, so a file replaced by a
+/// rename keeps them; nothing when no file is there. Returns 0 or the errno of the failure.
+int KeepPermissions(const std::string& path, int fd);
 
 /// Removes the temporary files "<path>.tmp-<pid>-<n>" that writers of `path` in processes no
 /// longer running left behind (a save killed before its rename). Errors are ignored: the files

@@ -11,9 +11,11 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 namespace kiln {
 namespace {
@@ -133,6 +135,13 @@ std::string Checksum(const TensorFile& file) {
   return absl::StrFormat("crc32:%08x", crc);
 }
 
+// Whether `text` has the form Checksum writes.
+bool IsChecksum(absl::string_view text) {
+  if (!absl::ConsumePrefix(&text, "crc32:") || text.size() != 8) return false;
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f'); });
+}
+
 // Returns the message for a NaN or infinity at element `index` of tensor `name` from `source`.
 std::string NonFiniteMessage(const std::string& source, const std::string& name, int64_t index,
                              float value) {
@@ -147,6 +156,12 @@ absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path) {
   absl::StatusOr<TensorFile> file = ReadSafetensors(path);
   if (!file.ok()) return file.status();
   const auto checksum = file->metadata.find("kiln.checksum");
+  if (checksum != file->metadata.end() && !IsChecksum(checksum->second)) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint '", path, "' is corrupt: its kiln.checksum '", checksum->second,
+        "' is not 'crc32:' and 8 hex digits, so its metadata was edited or damaged. Use an "
+        "earlier checkpoint or a backup"));
+  }
   if (checksum != file->metadata.end() && checksum->second != Checksum(*file)) {
     return absl::DataLossError(absl::StrCat(
         "checkpoint '", path, "' is corrupt: its contents do not match the checksum (",
@@ -398,7 +413,14 @@ std::string FormatDifferences(absl::string_view summary,
                               const std::vector<std::string>& sentences, absl::string_view advice) {
   std::string message = absl::StrCat(summary, " (", sentences.size(),
                                      sentences.size() == 1 ? " difference):" : " differences):");
-  for (const std::string& sentence : sentences) absl::StrAppend(&message, "\n  - ", sentence);
+  // A model of another family differs in every tensor; the first lines say enough.
+  constexpr size_t kShown = 20;
+  for (size_t i = 0; i < sentences.size() && i < kShown; ++i) {
+    absl::StrAppend(&message, "\n  - ", sentences[i]);
+  }
+  if (sentences.size() > kShown) {
+    absl::StrAppend(&message, "\n  - and ", sentences.size() - kShown, " more");
+  }
   absl::StrAppend(&message, "\n", advice);
   return message;
 }

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -17,8 +17,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -147,7 +149,39 @@ constexpr char kUsage[] =
     "  kiln bench   [--model lenet5] [--batch-size N] [--threads N] [--seconds S] [--rounds N]\n"
     "               [--schedules manual,naive,...] [--python auto|off|PATH]\n"
     "               [--csv FILE] [--json FILE] [--png FILE] [--augment SPEC]\n\n"
-    "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).";
+    "Flags may be spelled with '-' or '_' (--weight-decay, --weight_decay).\n"
+    "Exit status: 0 on success, 2 for a bad command line (an unknown flag, a value out of\n"
+    "range, an option of another command), 1 for any other error (a missing or damaged file,\n"
+    "training stopped by a NaN).";
+
+// --help: the usage and every flag of this file with its default, on stdout, exit 0. (absl's
+// own --help exits 1 and lists the flags under the source file's build path.)
+bool HelpRequested(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-help" || arg == "-h" || arg == "--helpfull") return true;
+  }
+  return false;
+}
+
+void PrintHelp() {
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::EndsWith(flag->Filename(), "kiln_main.cpp")) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(), [](const auto* a, const auto* b) {
+    return a->Name() < b->Name();
+  });
+  fmt::print("{}\n\nFlags:\n", kUsage);
+  for (const absl::CommandLineFlag* flag : flags) {
+    std::string name(flag->Name());
+    std::replace(name.begin(), name.end(), '_', '-');
+    const std::string value = flag->DefaultValue();
+    fmt::print("  --{} (default: {})\n      {}\n", name, value.empty() ? "\"\"" : value,
+               flag->Help());
+  }
+}
 
 int Fail(const absl::Status& status) {
   fmt::print(stderr, "kiln: {}\n", std::string(status.message()));
@@ -181,7 +215,129 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
   return pointers;
 }
 
+// Checks flag names and values before absl::ParseCommandLine, which exits with status 1 on an
+// unknown flag or a bad value: here they are usage errors (status 2) like every other. `args`
+// have '_' in flag names (NormalizeFlagNames).
+absl::Status CheckFlagSyntax(const std::vector<char*>& args) {
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string arg = args[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const std::string body = arg.substr(arg.rfind("--", 0) == 0 ? 2 : 1);
+    const size_t equals = body.find('=');
+    const std::string name = body.substr(0, equals);
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    // Boolean flags may be given as --noresume.
+    absl::CommandLineFlag* negated =
+        name.rfind("no", 0) == 0 ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
+    std::string dashed = name;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    if (flag == nullptr && (negated == nullptr || !negated->IsOfType<bool>())) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", dashed));
+    }
+    if (flag == nullptr || flag->IsOfType<bool>()) continue;  // absl reads "--flag" as true
+    std::string value;
+    if (equals != std::string::npos) {
+      value = body.substr(equals + 1);
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--", dashed, " needs a value"));
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", dashed, " '", value, "': ", error));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The flags each command reads; any other flag of this file given to it is an error.
+const std::map<std::string, std::set<std::string>>& CommandFlags() {
+  static const auto* flags = new std::map<std::string, std::set<std::string>>{
+      {"train",
+       {"model", "data", "epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+        "beta1", "beta2", "eps", "max_grad_norm", "lr_mult", "lr_schedule", "lr_step_size",
+        "lr_gamma", "min_lr", "warmup_epochs", "warmup_start_factor", "seed", "threads",
+        "batch_size", "checkpoint", "resume", "overwrite", "train_limit", "test_limit", "classes",
+        "train_per_class", "augment", "init_from", "metrics", "skip_nonfinite", "log_grad_norms",
+        "run_dir"}},
+      {"eval", {"model", "data", "checkpoint", "threads", "batch_size", "test_limit", "classes"}},
+      {"summary", {"model"}},
+      {"import-weights", {"model", "from", "checkpoint"}},
+      {"export", {"model", "checkpoint", "output", "format", "batch_size", "threads"}},
+      {"augment-preview",
+       {"model", "data", "augment", "output", "images", "variants", "seed", "train_limit",
+        "classes", "train_per_class"}},
+      {"plot-runs", {"runs", "metric", "output"}},
+      {"bench",
+       {"model", "batch_size", "threads", "seconds", "rounds", "python", "augment", "schedules",
+        "csv", "json", "png"}},
+  };
+  return *flags;
+}
+
+// Flags whose empty value means "none" rather than a forgotten argument.
+bool MayBeEmpty(const std::string& flag) {
+  return flag == "augment" || flag == "lr_mult" || flag == "classes" || flag == "schedules";
+}
+
+// Rejects flags given to `command` that it does not read, and empty file names and choices.
+absl::Status CheckFlagsApply(const std::string& command) {
+  const std::set<std::string>& reads = CommandFlags().at(command);
+  for (std::string flag : GivenFlags()) {
+    // Boolean flags may be given as --noresume.
+    if (flag.rfind("no", 0) == 0 && absl::FindCommandLineFlag(flag) == nullptr) {
+      flag = flag.substr(2);
+    }
+    bool known = false;
+    std::vector<std::string> users;
+    for (const auto& [name, flags] : CommandFlags()) {
+      if (flags.count(flag) == 0) continue;
+      known = true;
+      users.push_back(name);
+    }
+    std::string dashed = flag;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    if (known && reads.count(flag) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--", dashed, " does not apply to kiln ",
+                                                     command, "; it is an option of kiln ",
+                                                     absl::StrJoin(users, ", kiln ")));
+    }
+    const absl::CommandLineFlag* defined = absl::FindCommandLineFlag(flag);
+    if (known && defined != nullptr && defined->IsOfType<std::string>() &&
+        defined->CurrentValue().empty() && !MayBeEmpty(flag)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", dashed, " is empty; give it a value or leave it out"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Checks that each double flag kept as a 32-bit float stays a finite, non-zero float when it is
+// one as a double: --lr 1e308 would become infinity and --eps 1e-320 zero.
+absl::Status CheckFloatRange() {
+  for (const auto& [name, value] :
+       {std::pair{"--lr", absl::GetFlag(FLAGS_lr)},
+        std::pair{"--momentum", absl::GetFlag(FLAGS_momentum)},
+        std::pair{"--weight-decay", absl::GetFlag(FLAGS_weight_decay)},
+        std::pair{"--eps", absl::GetFlag(FLAGS_eps)},
+        std::pair{"--max-grad-norm", absl::GetFlag(FLAGS_max_grad_norm)},
+        std::pair{"--lr-gamma", absl::GetFlag(FLAGS_lr_gamma)},
+        std::pair{"--min-lr", absl::GetFlag(FLAGS_min_lr)},
+        std::pair{"--warmup-start-factor", absl::GetFlag(FLAGS_warmup_start_factor)}}) {
+    const float single = static_cast<float>(value);
+    if (std::isfinite(value) && (!std::isfinite(single) || (value != 0 && single == 0))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " ", value, " is outside the range of 32-bit floats, which training uses; use a "
+          "value between about 1.2e-38 and 3.4e38"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateFlags() {
+  if (absl::Status status = CheckFloatRange(); !status.ok()) return status;
   if (absl::GetFlag(FLAGS_epochs) <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--epochs ", absl::GetFlag(FLAGS_epochs), " must be at least 1"));
   }
@@ -297,20 +453,6 @@ absl::StatusOr<kiln::Dataset> LoadSplit(const std::string& split, int64_t limit)
   return kiln::TakeFirst(*data, limit);
 }
 
-// Reads `text` into `value` (float, int or bool); false when it is not one.
-bool ParseSaved(const std::string& text, float* value) {
-  return absl::SimpleAtof(text, value) && std::isfinite(*value);
-}
-bool ParseSaved(const std::string& text, double* value) {
-  return absl::SimpleAtod(text, value) && std::isfinite(*value);
-}
-bool ParseSaved(const std::string& text, int* value) { return absl::SimpleAtoi(text, value); }
-bool ParseSaved(const std::string& text, bool* value) {
-  if (text != "0" && text != "1") return false;
-  *value = text == "1";
-  return true;
-}
-
 // Checks that the labels of `data` fit the outputs of `model`, naming --classes in the fix.
 absl::Status CheckClassesFit(const kiln::CompiledModel& model, const kiln::Dataset& data) {
   if (model.num_classes == 0 || data.num_classes <= model.num_classes) return absl::OkStatus();
@@ -321,10 +463,16 @@ absl::Status CheckClassesFit(const kiln::CompiledModel& model, const kiln::Datas
         " classes but model '", model.name, "' has ", model.num_classes,
         " outputs; list at most ", model.num_classes, ", e.g. ", example));
   }
+  // The first label that does not fit names the file and sample: a damaged label file has one
+  // stray value (200, say) rather than more classes.
+  int64_t sample = 0;
+  while (sample < data.count && data.labels[sample] < model.num_classes) ++sample;
   return absl::InvalidArgumentError(absl::StrCat(
-      "the dataset has ", data.num_classes, " classes but model '", model.name, "' has ",
-      model.num_classes, " outputs; pass --classes with at most ", model.num_classes,
-      " classes, e.g. ", example));
+      "label ", data.labels[sample], " of sample ", sample,
+      data.labels_path.empty() ? "" : absl::StrCat(" in '", data.labels_path, "'"),
+      " does not fit model '", model.name, "', which has ", model.num_classes,
+      " outputs (the labels go up to ", data.num_classes - 1, "); pass --classes with at most ",
+      model.num_classes, " classes, e.g. ", example, ", or use a dataset with fewer classes"));
 }
 
 // The options of kiln train from its flags.
@@ -388,87 +536,61 @@ absl::StatusOr<kiln::Augmentation> AugmentationFromSpec(const std::string& spec,
 absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
   absl::StatusOr<kiln::TensorFile> file = kiln::ReadSafetensors(options.checkpoint);
   if (!file.ok()) return file.status();
-  kiln::OptimizerOptions& o = options.optimizer;
-  kiln::LrSchedule& schedule = options.schedule;
-  // Each entry: flag name, and a reader of the saved text that returns false on bad text.
-  using Reader = std::function<bool(const std::string&)>;
-  auto into = [](auto* field) {
-    return Reader([field](const std::string& t) { return ParseSaved(t, field); });
-  };
-  const std::vector<std::pair<std::string, Reader>> saved = {
-      {"optimizer",
-       [&](const std::string& t) {
-         absl::StatusOr<kiln::OptimizerKind> kind = kiln::ParseOptimizer(t);
-         if (kind.ok()) o.kind = *kind;
-         return kind.ok();
-       }},
-      {"lr", into(&o.lr)},
-      {"momentum", into(&o.momentum)},
-      {"nesterov", into(&o.nesterov)},
-      {"weight_decay", into(&o.weight_decay)},
-      {"beta1", into(&o.beta1)},
-      {"beta2", into(&o.beta2)},
-      {"eps", into(&o.eps)},
-      {"max_grad_norm", into(&o.max_grad_norm)},
-      {"lr_mult",
-       [&](const std::string& t) {
-         absl::StatusOr<std::vector<kiln::LrMultiplier>> m = kiln::ParseLrMultipliers(t);
-         if (m.ok()) o.lr_multipliers = *m;
-         return m.ok();
-       }},
-      {"lr_schedule",
-       [&](const std::string& t) {
-         absl::StatusOr<kiln::LrSchedule::Kind> kind = kiln::ParseLrSchedule(t);
-         if (kind.ok()) schedule.kind = *kind;
-         return kind.ok();
-       }},
-      {"lr_step_size", into(&schedule.step_size)},
-      {"lr_gamma", into(&schedule.gamma)},
-      {"min_lr", into(&schedule.min_lr)},
-      {"warmup_epochs", into(&schedule.warmup_epochs)},
-      {"warmup_start_factor", into(&schedule.warmup_start_factor)},
-      {"augment",
-       [&](const std::string& t) {
-         absl::StatusOr<kiln::Augmentation> a = kiln::ParseAugmentation(
-             t, options.augmentation.shape.channels, options.augmentation.shape.height,
-             options.augmentation.shape.width);
-         if (a.ok()) options.augmentation = *std::move(a);
-         return a.ok();
-       }},
-      {"log_grad_norms", into(&options.log_grad_norms)},
-      {"batch_size",
-       [&](const std::string& t) {
-         return absl::SimpleAtoi(t, &options.batch_size) && options.batch_size > 0;
-       }},
-  };
-  auto saved_optimizer = file->metadata.find("kiln.optimizer");
-  if (saved_optimizer != file->metadata.end() && GivenFlags().count("optimizer") > 0 &&
-      saved_optimizer->second != kiln::OptimizerName(o.kind)) {
+  const std::map<std::string, std::string>& metadata = file->metadata;
+  auto saved_optimizer = metadata.find("kiln.optimizer");
+  if (saved_optimizer != metadata.end() && GivenFlags().count("optimizer") > 0 &&
+      saved_optimizer->second != kiln::OptimizerName(options.optimizer.kind)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "checkpoint '", options.checkpoint, "' was trained with ", saved_optimizer->second,
-        ", and --resume cannot switch to ", kiln::OptimizerName(o.kind),
+        ", and --resume cannot switch to ", kiln::OptimizerName(options.optimizer.kind),
         " (its state would start from zero); drop --optimizer, or start a new run with "
         "--init-from ", options.checkpoint));
   }
-  std::vector<std::string> used;
-  for (const auto& [flag, read] : saved) {
-    auto it = file->metadata.find("kiln." + flag);
-    if (it == file->metadata.end() || GivenFlags().count(flag) > 0) continue;
-    if (!read(it->second)) {
-      std::string dashed = flag;
-      std::replace(dashed.begin(), dashed.end(), '_', '-');
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint '", options.checkpoint,
-                                                     "' has an invalid kiln.", flag, " '",
-                                                     it->second, "'; pass --", dashed,
-                                                     " explicitly"));
+  auto invalid = [&](const std::string& key, absl::string_view problem) {
+    std::string flag = key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint '", options.checkpoint,
+                                                   "' records an invalid hyperparameter: ",
+                                                   problem, "; pass --", flag, " explicitly"));
+  };
+  std::string invalid_key;
+  absl::StatusOr<std::vector<std::string>> read = kiln::ReadHyperparameterMetadata(
+      metadata, GivenFlags(), options.epochs, options.optimizer, options.schedule, &invalid_key);
+  if (!read.ok()) return invalid(invalid_key, read.status().message());
+  std::vector<std::string> keys = *std::move(read);
+
+  // The rest of kiln::TrainingMetadata that a resumed run continues with.
+  for (const std::string key : {"augment", "log_grad_norms", "batch_size"}) {
+    const auto it = metadata.find("kiln." + key);
+    if (it == metadata.end() || GivenFlags().count(key) > 0) continue;
+    bool valid = false;
+    if (key == "augment") {
+      const kiln::ImageShape& shape = options.augmentation.shape;
+      absl::StatusOr<kiln::Augmentation> a =
+          kiln::ParseAugmentation(it->second, shape.channels, shape.height, shape.width);
+      valid = a.ok();
+      if (valid) options.augmentation = *std::move(a);
+    } else if (key == "log_grad_norms") {
+      valid = it->second == "0" || it->second == "1";
+      options.log_grad_norms = it->second == "1";
+    } else {
+      valid = absl::SimpleAtoi(it->second, &options.batch_size) && options.batch_size > 0;
     }
-    std::string label = flag;
-    std::replace(label.begin(), label.end(), '_', ' ');
-    used.push_back(absl::StrCat(label, " ", it->second.empty() ? "(none)" : it->second));
+    if (!valid) {
+      return invalid(key, absl::StrCat(it->first, " is '", it->second, "', not a valid value"));
+    }
+    keys.push_back(key);
   }
-  auto epochs = file->metadata.find("kiln.epochs");
-  if (epochs != file->metadata.end() && epochs->second != absl::StrCat(options.epochs) &&
-      schedule.kind == kiln::LrSchedule::Kind::kCosine) {
+  std::vector<std::string> used;
+  for (const std::string& key : keys) {
+    std::string label = key;
+    std::replace(label.begin(), label.end(), '_', ' ');
+    const std::string& value = metadata.at("kiln." + key);
+    used.push_back(absl::StrCat(label, " ", value.empty() ? "(none)" : value));
+  }
+  auto epochs = metadata.find("kiln.epochs");
+  if (epochs != metadata.end() && epochs->second != absl::StrCat(options.epochs) &&
+      options.schedule.kind == kiln::LrSchedule::Kind::kCosine) {
     fmt::print("kiln: the checkpoint's run had --epochs {}; the cosine schedule now spans {}, so "
                "the learning rates differ from that run\n", epochs->second, options.epochs);
   }
@@ -679,8 +801,15 @@ int main(int argc, char** argv) {
   absl::FlagsUsageConfig usage_config;
   usage_config.version_string = [] { return std::string("kiln 0.1 (Halide 14)\n"); };
   absl::SetFlagsUsageConfig(usage_config);
+  if (HelpRequested(argc, argv)) {
+    PrintHelp();
+    return 0;
+  }
   std::vector<std::string> storage;
   std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
+  if (absl::Status status = CheckFlagSyntax(args); !status.ok()) {
+    return Usage(std::string(status.message()));
+  }
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   constexpr char kCommands[] =
       "use train, eval, summary, import-weights, export, augment-preview, plot-runs or bench";
@@ -693,6 +822,9 @@ int main(int argc, char** argv) {
       command != "import-weights" && command != "export" && command != "augment-preview" &&
       command != "plot-runs" && command != "bench") {
     return Usage(absl::StrCat("unknown command '", command, "': ", kCommands));
+  }
+  if (absl::Status status = CheckFlagsApply(command); !status.ok()) {
+    return Usage(std::string(status.message()));
   }
   if (absl::Status status = ValidateFlags(); !status.ok()) return Usage(std::string(status.message()));
 

@@ -1,5 +1,7 @@
 #include "runtime/metrics_log.h"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -530,7 +532,9 @@ absl::Status MetricsLog::WriteLine(const std::string& line) {
 }
 
 absl::Status MetricsLog::Flush() {
-  if (file_ != nullptr && std::fflush(file_) != 0) {
+  // Down to the disk: after a crash the log then holds every epoch the checkpoint does, which
+  // --resume cuts it back to.
+  if (file_ != nullptr && (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)) {
     return absl::ErrnoToStatus(errno, absl::StrCat("failed to write metrics log '", path_, "'"));
   }
   return absl::OkStatus();

@@ -901,7 +901,9 @@ absl::Status CheckSafetensorsDestination(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::Status WriteSafetensors(const std::string& path, const TensorFile& file) {
+absl::Status WriteSafetensors(const std::string& link_or_path, const TensorFile& file) {
+  // A symbolic link stays one: the file it points to is replaced.
+  const std::string path = FollowLinks(link_or_path);
   if (absl::Status status = CheckSafetensorsDestination(path); !status.ok()) return status;
   absl::StatusOr<std::string> header = BuildHeader(path, file);
   if (!header.ok()) return header.status();
@@ -914,7 +916,12 @@ absl::Status WriteSafetensors(const std::string& path, const TensorFile& file) {
   FileDescriptor fd(raw_fd);
 
   // Up to the rename, every failure removes the temporary file and leaves `path` untouched.
-  status = WriteContents(fd.get(), *header, file, temp_path, path);
+  if (const int error = KeepPermissions(path, fd.get()); error != 0) {
+    status = ErrnoStatus(
+        error, absl::StrFormat("failed to set the permissions of '%s' for '%s'", temp_path, path),
+        absl::StrFormat("'%s' was not changed", path));
+  }
+  if (status.ok()) status = WriteContents(fd.get(), *header, file, temp_path, path);
   if (status.ok() && ::close(fd.Release()) != 0) {
     status = ErrnoStatus(
         errno, absl::StrFormat("failed to close temporary file '%s' for '%s'", temp_path, path),

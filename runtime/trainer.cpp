@@ -126,29 +126,12 @@ std::string DescribeOptimizer(const OptimizerOptions& o, const LrSchedule& sched
 }
 
 std::map<std::string, std::string> TrainingMetadata(const TrainOptions& options) {
-  const OptimizerOptions& o = options.optimizer;
-  const LrSchedule& s = options.schedule;
-  // fmt writes the shortest text that reads back to the same float.
-  auto text = [](auto value) { return fmt::format("{}", value); };
-  return {{"kiln.optimizer", OptimizerName(o.kind)},
-          {"kiln.lr", text(o.lr)},
-          {"kiln.momentum", text(o.momentum)},
-          {"kiln.nesterov", o.nesterov ? "1" : "0"},
-          {"kiln.weight_decay", text(o.weight_decay)},
-          {"kiln.beta1", text(o.beta1)},
-          {"kiln.beta2", text(o.beta2)},
-          {"kiln.eps", text(o.eps)},
-          {"kiln.max_grad_norm", text(o.max_grad_norm)},
-          {"kiln.lr_mult", FormatLrMultipliers(o.lr_multipliers)},
-          {"kiln.lr_schedule", LrScheduleName(s.kind)},
-          {"kiln.lr_step_size", absl::StrCat(s.step_size)},
-          {"kiln.lr_gamma", text(s.gamma)},
-          {"kiln.min_lr", text(s.min_lr)},
-          {"kiln.warmup_epochs", absl::StrCat(s.warmup_epochs)},
-          {"kiln.warmup_start_factor", text(s.warmup_start_factor)},
-          {"kiln.augment", options.augmentation.Describe()},
-          {"kiln.log_grad_norms", options.log_grad_norms ? "1" : "0"},
-          {"kiln.epochs", absl::StrCat(options.epochs)}};
+  std::map<std::string, std::string> metadata =
+      HyperparameterMetadata(options.optimizer, options.schedule);
+  metadata["kiln.augment"] = options.augmentation.Describe();
+  metadata["kiln.log_grad_norms"] = options.log_grad_norms ? "1" : "0";
+  metadata["kiln.epochs"] = absl::StrCat(options.epochs);
+  return metadata;
 }
 
 std::vector<int64_t> EpochOrder(int64_t count, uint64_t seed, int epoch) {

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -197,6 +198,45 @@ TEST(Checkpoint, ChangedByteIsReportedAsCorruption) {
   EXPECT_THAT(loaded.status().message(),
               AllOf(HasSubstr("corrupt.safetensors' is corrupt"), HasSubstr("checksum (crc32:")));
   EXPECT_EQ(state.params, before.params);
+}
+
+TEST(Checkpoint, MalformedChecksumIsReportedAsCorruption) {
+  const CompiledModel model = TinyModel();
+  absl::StatusOr<TensorFile> file = [&] {
+    const std::string saved = TempPath("checksum_source.safetensors");
+    EXPECT_TRUE(SaveCheckpoint(saved, model, DistinctState(model, 1.0f), {}).ok());
+    return ReadSafetensors(saved);
+  }();
+  ASSERT_TRUE(file.ok()) << file.status();
+  file->metadata["kiln.checksum"] = "crc32:12345";
+  const std::string path = TempPath("bad_checksum.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, *file).ok());
+  ModelState state = DistinctState(model, 5.0f);
+  absl::StatusOr<std::map<std::string, std::string>> loaded = LoadCheckpoint(path, model, state);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(loaded.status().message(),
+              HasSubstr("its kiln.checksum 'crc32:12345' is not 'crc32:' and 8 hex digits"));
+}
+
+TEST(Checkpoint, SaveThroughSymlinkKeepsLinkAndMode) {
+  const CompiledModel model = TinyModel();
+  const std::string dir = TempPath("linked");
+  std::filesystem::create_directories(dir + "/runs");
+  const std::string target = dir + "/runs/run1.safetensors";
+  const std::string link = dir + "/latest.safetensors";
+  ASSERT_TRUE(SaveCheckpoint(target, model, DistinctState(model, 1.0f), {}).ok());
+  ASSERT_EQ(::chmod(target.c_str(), 0640), 0);
+  std::filesystem::create_symlink("runs/run1.safetensors", link);
+
+  ASSERT_TRUE(SaveCheckpoint(link, model, DistinctState(model, 2.0f), {}).ok());
+  EXPECT_TRUE(std::filesystem::is_symlink(link)) << "the save replaced the link with a file";
+  struct stat info;
+  ASSERT_EQ(::stat(target.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 07777, 0640u);
+  ModelState loaded;
+  ASSERT_TRUE(LoadCheckpoint(target, model, loaded).ok());
+  EXPECT_EQ(loaded.params, DistinctState(model, 2.0f).params);
 }
 
 TEST(Checkpoint, NonFiniteValueIsAnError) {
@@ -458,6 +498,20 @@ TEST(Checkpoint, LoadListsEveryDifference) {
               HasSubstr("tensor 'extra.weight' is not a parameter or buffer of model 'tiny'"));
   EXPECT_THAT(message, HasSubstr("kiln import-weights"));
   EXPECT_TRUE(StatesEqual(state, before)) << "a failed load must not change the state";
+}
+
+TEST(Checkpoint, LongDifferenceListIsCut) {
+  const CompiledModel model = TinyModel();
+  TensorFile file;
+  for (int i = 0; i < 30; ++i) file.tensors[absl::StrCat("extra", i)] = F32Tensor({1}, {0});
+  const std::string path = Write("many_differences.safetensors", file);
+  ModelState state = DistinctState(model, 5.0f);
+  absl::StatusOr<std::map<std::string, std::string>> loaded = LoadCheckpoint(path, model, state);
+  ASSERT_FALSE(loaded.ok());
+  const std::string message(loaded.status().message());
+  const size_t listed = std::count(message.begin(), message.end(), '\n');
+  EXPECT_LE(listed, 22u) << message;
+  EXPECT_THAT(message, HasSubstr(" more"));
 }
 
 TEST(Checkpoint, LoadRejectsOtherModel) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -74,8 +75,62 @@ TEST(Cli, BadValuesAreErrors) {
 
 TEST(Cli, UnparsableValueIsAnError) {
   Result r = RunKiln("train --lr=fast");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("--lr 'fast'"));
+}
+
+TEST(Cli, MisusedFlagsAreUsageErrors) {
+  struct Case {
+    const char* arguments;
+    const char* expected;
+  };
+  for (const Case& c :
+       {Case{"eval --epochs 3 --checkpoint x.safetensors",
+             "--epochs does not apply to kiln eval; it is an option of kiln train"},
+        Case{"summary --threads 2", "--threads does not apply to kiln summary; it is an option "
+                                    "of kiln bench, kiln eval, kiln export, kiln train"},
+        Case{"train --metrics=", "--metrics is empty; give it a value or leave it out"},
+        Case{"train --lr 1e308", "--lr 1e+308 is outside the range of 32-bit floats"},
+        Case{"train --eps 1e-320", "is outside the range of 32-bit floats"},
+        Case{"train --epoch 3", "unknown flag --epoch"},
+        Case{"train --epochs three", "--epochs 'three'"},
+        Case{"eval --checkpoint", "--checkpoint needs a value"}}) {
+    Result r = RunKiln(c.arguments);
+    EXPECT_EQ(r.exit_code, 2) << c.arguments << "\n" << r.output;
+    EXPECT_THAT(r.output, HasSubstr(c.expected)) << c.arguments;
+  }
+}
+
+// Writes an IDX file: big-endian magic and sizes, then the bytes.
+void WriteIdx(const std::string& path, int magic, std::vector<int> sizes,
+              const std::vector<unsigned char>& bytes) {
+  std::FILE* file = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(file, nullptr) << path;
+  sizes.insert(sizes.begin(), magic);
+  for (int value : sizes) {
+    const unsigned char word[4] = {static_cast<unsigned char>(value >> 24),
+                                   static_cast<unsigned char>(value >> 16),
+                                   static_cast<unsigned char>(value >> 8),
+                                   static_cast<unsigned char>(value)};
+    std::fwrite(word, 1, 4, file);
+  }
+  std::fwrite(bytes.data(), 1, bytes.size(), file);
+  std::fclose(file);
+}
+
+TEST(Cli, LabelOutsideTheModelNamesFileAndSample) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  for (const char* split : {"train", "t10k"}) {
+    WriteIdx(dir + "/" + split + "-images-idx3-ubyte", 0x803, {4, 28, 28},
+             std::vector<unsigned char>(4 * 28 * 28, 100));
+    WriteIdx(dir + "/" + split + "-labels-idx1-ubyte", 0x801, {4}, {1, 2, 200, 3});
+  }
+  Result r = RunKiln("train --epochs 1 --threads 1 --data " + dir);
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, AllOf(HasSubstr("lr"), HasSubstr("fast")));
+  EXPECT_THAT(r.output, HasSubstr("label 200 of sample 2 in '" + dir +
+                                  "/train-labels-idx1-ubyte' does not fit model 'lenet5'"));
 }
 
 TEST(Cli, MissingDataDirectoryNamesThePath) {
@@ -233,8 +288,11 @@ TEST(Cli, AugmentPreviewWritesAGrid) {
 
 TEST(Cli, HelpStatesDefaults) {
   Result r = RunKiln("--help");
-  EXPECT_THAT(r.output, AllOf(HasSubstr("learning rate"), HasSubstr("default: 0.01"),
-                              HasSubstr("kiln train")));
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, AllOf(HasSubstr("learning rate"), HasSubstr("--lr (default: 0.01)"),
+                              HasSubstr("--weight-decay"), HasSubstr("kiln train"),
+                              HasSubstr("Exit status")));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr(".cpp")));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -292,9 +293,85 @@ TEST(OptimizerOptions, ParsingAndChecksNameTheBadPart) {
   options.nesterov = true;
   options.momentum = 0;
   EXPECT_THAT(CheckOptimizerOptions(options, ref.params).message(), HasSubstr("Nesterov"));
+  options.nesterov = false;
+  options.momentum = 1.5f;  // torch.optim.SGD would take it; its updates grow without bound
+  EXPECT_THAT(CheckOptimizerOptions(options, ref.params).message(),
+              HasSubstr("momentum 1.5 is invalid; use a finite value in [0, 1)"));
+  options.momentum = 0.9f;
   options.kind = OptimizerKind::kAdam;
   options.beta2 = 1.0f;
   EXPECT_THAT(CheckOptimizerOptions(options, ref.params).message(), HasSubstr("beta2 1"));
+}
+
+TEST(HyperparameterMetadata, ReadsBackWhatItWrote) {
+  OptimizerOptions written;
+  written.kind = OptimizerKind::kAdamW;
+  written.lr = 0.0012345678f;  // Needs all nine digits to read back the same float.
+  written.weight_decay = 0.01f;
+  written.beta2 = 0.95;
+  written.max_grad_norm = 2.5f;
+  written.lr_multipliers = {{"conv1", 0.1f}, {"layer1", 0.5f}};
+  LrSchedule schedule;
+  schedule.kind = LrSchedule::Kind::kCosine;
+  schedule.warmup_epochs = 2;
+  schedule.min_lr = 1e-5f;
+  const std::map<std::string, std::string> metadata = HyperparameterMetadata(written, schedule);
+
+  OptimizerOptions read;
+  LrSchedule read_schedule;
+  absl::StatusOr<std::vector<std::string>> keys =
+      ReadHyperparameterMetadata(metadata, {}, 10, read, read_schedule);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(keys->size(), metadata.size());
+  EXPECT_EQ(read.kind, written.kind);
+  EXPECT_EQ(read.lr, written.lr);
+  EXPECT_EQ(read.weight_decay, written.weight_decay);
+  EXPECT_EQ(read.beta2, written.beta2);
+  EXPECT_EQ(read.max_grad_norm, written.max_grad_norm);
+  EXPECT_EQ(FormatLrMultipliers(read.lr_multipliers), "conv1=0.1,layer1=0.5");
+  EXPECT_EQ(read_schedule.kind, LrSchedule::Kind::kCosine);
+  EXPECT_EQ(read_schedule.warmup_epochs, 2);
+  EXPECT_EQ(read_schedule.min_lr, 1e-5f);
+
+  // Kept keys are neither read nor reported.
+  OptimizerOptions kept;
+  keys = ReadHyperparameterMetadata(metadata, {"lr", "lr_mult"}, 10, kept, read_schedule);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(kept.lr, OptimizerOptions().lr);
+  EXPECT_TRUE(kept.lr_multipliers.empty());
+  EXPECT_EQ(std::count(keys->begin(), keys->end(), "lr"), 0);
+}
+
+TEST(HyperparameterMetadata, BadRecordsNameTheKeyAndChangeNothing) {
+  struct Case {
+    const char* key;
+    const char* value;
+    const char* expected;
+  };
+  for (const Case& c :
+       {Case{"momentum", "5", "kiln.momentum is '5': momentum 5 is invalid; use a finite value "
+                              "in [0, 1)"},
+        Case{"lr", "fast", "kiln.lr is 'fast': it is not a valid value"},
+        Case{"lr", "inf", "kiln.lr is 'inf': it is not a valid value"},
+        Case{"eps", "0", "epsilon 0 is invalid"},
+        Case{"optimizer", "rmsprop", "kiln.optimizer is 'rmsprop'"},
+        Case{"lr_mult", "conv1", "kiln.lr_mult is 'conv1'"},
+        Case{"warmup_epochs", "12", "no epochs left after 12 warm-up epochs of 10"},
+        Case{"nesterov", "yes", "kiln.nesterov is 'yes'"}}) {
+    std::map<std::string, std::string> metadata = {{"kiln.lr", "0.5"},
+                                                   {"kiln.lr_schedule", "cosine"}};
+    metadata[std::string("kiln.") + c.key] = c.value;
+    OptimizerOptions options;
+    LrSchedule schedule;
+    std::string invalid_key;
+    absl::StatusOr<std::vector<std::string>> keys =
+        ReadHyperparameterMetadata(metadata, {}, 10, options, schedule, &invalid_key);
+    ASSERT_FALSE(keys.ok()) << c.key << " " << c.value;
+    EXPECT_THAT(keys.status().message(), HasSubstr(c.expected));
+    EXPECT_EQ(invalid_key, c.key);
+    EXPECT_EQ(options.lr, OptimizerOptions().lr) << "a failed read must change nothing";
+    EXPECT_EQ(schedule.kind, LrSchedule::Kind::kConstant);
+  }
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ packages=(
   libplplot-dev       # charts of training runs (runtime/figures.h)
   plplot-driver-cairo # PLplot's PNG device, pngcairo
   libonnx-dev         # kiln export --format onnx: the ONNX protobuf classes and checker
+  libprotobuf-dev     # the protobuf library and headers that ONNX's CMake package needs
   clang libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes of tools/fuzz.sh
   dataset-fashion-mnist
 )

@@ -9,7 +9,6 @@
 #include <type_traits>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/network.h"
 #include "runtime/optimizer.h"
@@ -52,46 +51,36 @@ Status Guarded(const char* call, Body body) {
   }
 }
 
-// Reads the hyperparameters a checkpoint records ("kiln.optimizer", "kiln.lr", ...) over `h`;
-// keys that are absent keep their values.
+Hyperparameters FromOptimizerOptions(const OptimizerOptions& o) {
+  Hyperparameters h;
+  h.optimizer = o.kind == OptimizerKind::kAdam    ? Hyperparameters::Optimizer::kAdam
+                : o.kind == OptimizerKind::kAdamW ? Hyperparameters::Optimizer::kAdamW
+                                                  : Hyperparameters::Optimizer::kSgd;
+  h.lr = o.lr;
+  h.momentum = o.momentum;
+  h.nesterov = o.nesterov;
+  h.weight_decay = o.weight_decay;
+  h.beta1 = o.beta1;
+  h.beta2 = o.beta2;
+  h.eps = o.eps;
+  h.max_grad_norm = o.max_grad_norm;
+  return h;
+}
+
+// Reads the optimizer's hyperparameters a checkpoint records ("kiln.optimizer", "kiln.lr", ...)
+// over `o`; keys that are absent keep their values. The API has no schedule or multipliers, so
+// those records are skipped.
 absl::Status ReadHyperparameters(const std::map<std::string, std::string>& metadata,
-                                 const CompiledModel& model, Hyperparameters* h) {
-  Hyperparameters read = *h;
-  for (const auto& [key, value] : metadata) {
-    bool valid = true;
-    if (key == "kiln.optimizer") {
-      absl::StatusOr<OptimizerKind> kind = ParseOptimizer(value);
-      valid = kind.ok();
-      if (valid) {
-        read.optimizer = *kind == OptimizerKind::kAdam    ? Hyperparameters::Optimizer::kAdam
-                         : *kind == OptimizerKind::kAdamW ? Hyperparameters::Optimizer::kAdamW
-                                                          : Hyperparameters::Optimizer::kSgd;
-      }
-    } else if (key == "kiln.lr") {
-      valid = absl::SimpleAtof(value, &read.lr);
-    } else if (key == "kiln.momentum") {
-      valid = absl::SimpleAtof(value, &read.momentum);
-    } else if (key == "kiln.nesterov") {
-      valid = absl::SimpleAtob(value, &read.nesterov);
-    } else if (key == "kiln.weight_decay") {
-      valid = absl::SimpleAtof(value, &read.weight_decay);
-    } else if (key == "kiln.beta1") {
-      valid = absl::SimpleAtod(value, &read.beta1);
-    } else if (key == "kiln.beta2") {
-      valid = absl::SimpleAtod(value, &read.beta2);
-    } else if (key == "kiln.eps") {
-      valid = absl::SimpleAtof(value, &read.eps);
-    } else if (key == "kiln.max_grad_norm") {
-      valid = absl::SimpleAtof(value, &read.max_grad_norm);
-    }
-    if (!valid) {
-      return absl::InvalidArgumentError(absl::StrCat(key, " is '", value, "', not a valid value"));
-    }
-  }
-  if (absl::Status s = CheckOptimizerOptions(ToOptimizerOptions(read), model.params); !s.ok()) {
-    return s;
-  }
-  *h = read;
+                                 const CompiledModel& model, OptimizerOptions* o) {
+  OptimizerOptions read = *o;
+  LrSchedule unused;
+  absl::StatusOr<std::vector<std::string>> keys = ReadHyperparameterMetadata(
+      metadata, {"lr_mult", "lr_schedule", "lr_step_size", "lr_gamma", "min_lr", "warmup_epochs",
+                 "warmup_start_factor"},
+      /*epochs=*/1, read, unused);
+  if (!keys.ok()) return keys.status();
+  if (absl::Status s = CheckOptimizerOptions(read, model.params); !s.ok()) return s;
+  *o = read;
   return absl::OkStatus();
 }
 
@@ -262,7 +251,7 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
   KILN_REQUIRE_STATE("LoadCheckpoint");
   // The optimizer's hyperparameters come along when the checkpoint records them, checked before
   // anything is loaded.
-  Hyperparameters saved = state_->hyperparameters;
+  OptimizerOptions saved = state_->optimizer;
   auto read_hyperparameters = [&](const std::map<std::string, std::string>& metadata) {
     return ReadHyperparameters(metadata, state_->model, &saved);
   };
@@ -270,25 +259,16 @@ Status Trainer::LoadCheckpoint(const std::string& path) {
     return FromAbsl(state_->network.LoadCheckpoint(path, read_hyperparameters).status());
   });
   if (!s.ok()) return s;
-  state_->hyperparameters = saved;
-  state_->optimizer = ToOptimizerOptions(saved);
+  state_->optimizer = saved;
+  state_->hyperparameters = FromOptimizerOptions(saved);
   return Status();
 }
 
 Status Trainer::SaveCheckpoint(const std::string& path) const {
   KILN_REQUIRE_STATE("SaveCheckpoint");
   return Guarded("SaveCheckpoint", [&] {
-    const OptimizerOptions& o = state_->optimizer;
-    const std::map<std::string, std::string> metadata = {
-        {"kiln.optimizer", OptimizerName(o.kind)},
-        {"kiln.lr", absl::StrCat(o.lr)},
-        {"kiln.momentum", absl::StrCat(o.momentum)},
-        {"kiln.nesterov", o.nesterov ? "1" : "0"},
-        {"kiln.weight_decay", absl::StrCat(o.weight_decay)},
-        {"kiln.beta1", absl::StrCat(o.beta1)},
-        {"kiln.beta2", absl::StrCat(o.beta2)},
-        {"kiln.eps", absl::StrCat(o.eps)},
-        {"kiln.max_grad_norm", absl::StrCat(o.max_grad_norm)}};
+    const std::map<std::string, std::string> metadata =
+        HyperparameterMetadata(state_->optimizer, LrSchedule());
     return FromAbsl(state_->network.SaveCheckpoint(path, metadata));
   });
 }
