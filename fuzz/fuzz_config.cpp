@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "runtime/augment.h"
 #include "runtime/hyperparameters.h"
 #include "runtime/idx.h"
@@ -15,13 +16,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)kiln::ParseAugmentation(spec, 1, 28, 28);
   (void)kiln::ParseAugmentation(spec, 3, 32, 32);
   (void)kiln::ParseClassList(std::string(spec));
-  (void)kiln::ParseLrMultipliers(spec);
-  (void)kiln::ParseOptimizer(spec);
-  (void)kiln::ParseLrSchedule(spec);
+  // Debian's Abseil has its own string_view.
+  const absl::string_view text(spec.data(), spec.size());
+  (void)kiln::ParseLrMultipliers(text);
+  (void)kiln::ParseOptimizer(text);
+  (void)kiln::ParseLrSchedule(text);
 
   // The same bytes as checkpoint metadata: one "key=value" per line, "kiln." before each key.
   std::map<std::string, std::string> metadata;
-  for (std::string_view line : absl::StrSplit(spec, '\n')) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
     std::pair<std::string, std::string> entry = absl::StrSplit(line, absl::MaxSplits('=', 1));
     metadata["kiln." + entry.first] = entry.second;
   }
