@@ -6,6 +6,7 @@
 //   kiln import-weights --model resnet18 --from torch.safetensors --checkpoint resnet18.safetensors
 //   kiln bench --model lenet5 --batch-size 64 --threads 2 --csv bench.csv --png bench.png
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -199,16 +200,27 @@ std::set<std::string>& GivenFlags() {
   return flags;
 }
 
+// Where the flag name starts in `arg`: 2 for "--flag", 1 for "-flag" (absl takes both), 0 when
+// `arg` is no flag ("train", "-1").
+size_t FlagNameStart(const std::string& arg) {
+  const size_t start = arg.rfind("--", 0) == 0 ? 2 : 1;
+  const bool flag = arg.size() > start && arg[0] == '-' &&
+                    std::isalpha(static_cast<unsigned char>(arg[start]));
+  return flag ? start : 0;
+}
+
 // absl flag names cannot contain '-', so "--weight-decay=1" is rewritten to "--weight_decay=1".
 std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>& storage) {
   storage.assign(argv, argv + argc);
   for (std::string& arg : storage) {
-    if (arg.rfind("--", 0) != 0) continue;
+    if (arg == "--") break;  // the rest is positional
+    const size_t start = FlagNameStart(arg);
+    if (start == 0) continue;
     const size_t end = std::min(arg.find('='), arg.size());
-    for (size_t i = 2; i < end; ++i) {
+    for (size_t i = start; i < end; ++i) {
       if (arg[i] == '-') arg[i] = '_';
     }
-    GivenFlags().insert(arg.substr(2, end - 2));
+    GivenFlags().insert(arg.substr(start, end - start));
   }
   std::vector<char*> pointers;
   for (std::string& arg : storage) pointers.push_back(arg.data());
@@ -222,8 +234,9 @@ absl::Status CheckFlagSyntax(const std::vector<char*>& args) {
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string arg = args[i];
     if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;
-    const std::string body = arg.substr(arg.rfind("--", 0) == 0 ? 2 : 1);
+    const size_t start = FlagNameStart(arg);
+    if (start == 0) continue;
+    const std::string body = arg.substr(start);
     const size_t equals = body.find('=');
     const std::string name = body.substr(0, equals);
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);

@@ -894,9 +894,8 @@ absl::Status CheckSafetensorsDestination(const std::string& path) {
   // A rename would replace a device, FIFO or socket at `path` with a regular file.
   if (::stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "cannot write safetensors file '%s': it exists and is not a regular file; choose another "
-        "path",
-        path));
+        "cannot write safetensors file '%s': it is %s; name a file", path,
+        S_ISDIR(info.st_mode) ? "a directory" : "not a regular file (a FIFO, socket or device)"));
   }
   return absl::OkStatus();
 }

@@ -94,7 +94,9 @@ TEST(Cli, MisusedFlagsAreUsageErrors) {
         Case{"train --eps 1e-320", "is outside the range of 32-bit floats"},
         Case{"train --epoch 3", "unknown flag --epoch"},
         Case{"train --epochs three", "--epochs 'three'"},
-        Case{"eval --checkpoint", "--checkpoint needs a value"}}) {
+        Case{"eval --checkpoint", "--checkpoint needs a value"},
+        Case{"summary -lr 0.1", "--lr does not apply to kiln summary"},
+        Case{"train -weight-decay=-1", "--weight-decay -1 must be finite and not negative"}}) {
     Result r = RunKiln(c.arguments);
     EXPECT_EQ(r.exit_code, 2) << c.arguments << "\n" << r.output;
     EXPECT_THAT(r.output, HasSubstr(c.expected)) << c.arguments;

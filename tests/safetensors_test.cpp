@@ -660,7 +660,7 @@ TEST_F(SafetensorsTest, DirectoryAtPathIsRejected) {
 
   absl::Status status = WriteSafetensors(path, SampleFile());
   ASSERT_FALSE(status.ok());
-  EXPECT_THAT(std::string(status.message()), HasSubstr("not a regular file"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("it is a directory; name a file"));
   EXPECT_THAT(std::string(status.message()), HasSubstr(path));
   EXPECT_EQ(ListDirectory(dir_), std::vector<std::string>{"model.safetensors"});
   EXPECT_TRUE(std::filesystem::is_directory(path));
