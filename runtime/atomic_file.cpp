@@ -62,7 +62,10 @@ absl::Status CheckDestination(const std::string& path) {
 
 }  // namespace
 
-absl::Status CheckOutputPath(const std::string& path) {
+absl::Status CheckOutputPath(const std::string& link_or_path) {
+  absl::StatusOr<std::string> followed = FollowLinks(link_or_path);
+  if (!followed.ok()) return followed.status();
+  const std::string& path = *followed;
   if (absl::Status status = CheckDestination(path); !status.ok()) return status;
 
   // access() grants root write access everywhere, /proc included, so create and remove a file.
@@ -82,7 +85,9 @@ absl::Status CheckOutputPath(const std::string& path) {
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents) {
   // A symbolic link stays one: the file it points to is replaced.
-  const std::string destination = FollowLinks(path);
+  absl::StatusOr<std::string> followed = FollowLinks(path);
+  if (!followed.ok()) return followed.status();
+  const std::string& destination = *followed;
   // No probe file: creating the temporary file below tests the same thing.
   if (absl::Status status = CheckDestination(destination); !status.ok()) return status;
   RemoveStaleTemporaries(destination);
@@ -135,12 +140,24 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   return absl::OkStatus();
 }
 
-std::string FollowLinks(const std::string& path) {
-  struct stat info;
-  if (::lstat(path.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) return path;
-  std::error_code error;
-  const std::filesystem::path target = std::filesystem::weakly_canonical(path, error);
-  return error ? path : target.string();
+absl::StatusOr<std::string> FollowLinks(const std::string& path) {
+  // Linux follows at most 40 links in a path (MAXSYMLINKS in fs/namei.c).
+  constexpr int kMaxLinks = 40;
+  std::filesystem::path current = path;
+  for (int links = 0; links <= kMaxLinks; ++links) {
+    struct stat info;
+    if (::lstat(current.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) return current.string();
+    std::error_code error;
+    const std::filesystem::path target = std::filesystem::read_symlink(current, error);
+    if (error) {
+      return absl::ErrnoToStatus(
+          error.value(), absl::StrCat("cannot read symbolic link '", current.string(), "'"));
+    }
+    current = target.is_absolute() ? target : current.parent_path() / target;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "cannot write '", path, "': its symbolic links form a loop (or a chain of more than ",
+      kMaxLinks, "); point it at a file"));
 }
 
 int KeepPermissions(const std::string& path, int fd) {

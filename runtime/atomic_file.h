@@ -31,10 +31,10 @@ absl::Status CheckOutputPath(const std::string& path);
 /// replaced file keeps its permissions.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
-/// `path` with symbolic links resolved as far as they lead (a link may point to a file not yet
-/// created); `path` itself when it is no link or cannot be resolved. Writers replace the file a
-/// link points to, so the link stays.
-std::string FollowLinks(const std::string& path);
+/// Returns the path a chain of symbolic links at `path` ends in, which may not exist yet (a link
+/// to a file still to be written); `path` itself when it is no link. Writers replace the file
+/// there, so the link stays. A loop of links is an InvalidArgument error naming `path`.
+absl::StatusOr<std::string> FollowLinks(const std::string& path);
 
 /// Gives the open file `fd` the permission bits of the file at `path`, so a file replaced by a
 /// rename keeps them; nothing when no file is there. Returns 0 or the errno of the failure.

@@ -150,8 +150,8 @@ std::string NonFiniteMessage(const std::string& source, const std::string& name,
                       "); parameters must be finite, so use an earlier or other file");
 }
 
-// Reads a checkpoint and checks its checksum and that its float tensors are finite. Checkpoints
-// from before checksums have none.
+}  // namespace
+
 absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path) {
   absl::StatusOr<TensorFile> file = ReadSafetensors(path);
   if (!file.ok()) return file.status();
@@ -180,8 +180,6 @@ absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path) {
   }
   return file;
 }
-
-}  // namespace
 
 absl::Status CheckFiniteValues(const std::string& source, const std::vector<ParamInfo>& infos,
                                const std::vector<float>& values) {

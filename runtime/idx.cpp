@@ -335,6 +335,14 @@ absl::StatusOr<Dataset> LoadIdxDataset(const std::string& dir, const std::string
         dir));
   }
 
+  std::error_code error;
+  if (std::filesystem::exists(dir, error) && !std::filesystem::is_directory(dir, error)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "data directory %s is a file, not a directory; name the directory that holds the "
+        "%s-images-idx3-ubyte and %s-labels-idx1-ubyte files",
+        dir, split, split));
+  }
+
   // Locate and read both files.
   absl::StatusOr<std::string> images_path = FindIdxFile(dir, split + "-images-idx3-ubyte");
   if (!images_path.ok()) return images_path.status();

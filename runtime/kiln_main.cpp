@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -33,6 +34,7 @@
 #include "runtime/compiled_model.h"
 #include "runtime/idx.h"
 #include "runtime/import_weights.h"
+#include "runtime/metrics_log.h"
 #include "runtime/network.h"
 #include "runtime/onnx_export.h"
 #include "runtime/plot.h"
@@ -76,7 +78,8 @@ ABSL_FLAG(std::string, checkpoint, "",
           "Safetensors checkpoint: written after every epoch by train, read by eval and --resume.");
 ABSL_FLAG(bool, resume, false, "Continue training from --checkpoint.");
 ABSL_FLAG(bool, overwrite, false,
-          "train: replace an existing --checkpoint with a new run instead of refusing to.");
+          "train: replace an existing --checkpoint, --metrics log or --run-dir with a new run "
+          "instead of refusing to.");
 ABSL_FLAG(int64_t, train_limit, 0, "Use only the first N training images; 0 uses all.");
 ABSL_FLAG(std::string, classes, "",
           "Train and test on these classes only, relabelled 0, 1, ... in the order listed: e.g. "
@@ -140,7 +143,8 @@ constexpr char kUsage[] =
     "               [--metrics FILE.jsonl|csv] [--log-grad-norms] [--run-dir DIR]\n"
     "               [--skip-nonfinite] [--overwrite]\n"
     "               [--train-limit N] [--test-limit N] [--checkpoint PATH [--resume]]\n"
-    "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR]\n"
+    "  kiln eval    --checkpoint PATH [--model lenet5] [--data DIR] [--classes LIST]\n"
+    "               [--test-limit N] [--batch-size N] [--threads N]\n"
     "  kiln summary [--model lenet5]\n"
     "  kiln augment-preview --augment SPEC --output GRID.png [--images N] [--variants N]\n"
     "  kiln plot-runs --runs NAME=METRICS,... --metric accuracy|loss|layer-norms --output F.png\n"
@@ -185,13 +189,23 @@ void PrintHelp() {
 }
 
 int Fail(const absl::Status& status) {
+  std::fflush(stdout);  // so the lines printed before stay before the error when piped
   fmt::print(stderr, "kiln: {}\n", std::string(status.message()));
   return 1;
 }
 
 int Usage(const std::string& message) {
+  std::fflush(stdout);
   fmt::print(stderr, "kiln: {}\nRun 'kiln --help' for usage.\n", message);
   return 2;
+}
+
+// A usage error (exit 2) for InvalidArgument, a failure (exit 1) for the other codes.
+int FailOrUsage(const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kInvalidArgument) {
+    return Usage(std::string(status.message()));
+  }
+  return Fail(status);
 }
 
 // Names of the flags given on the command line (with '_'), filled by NormalizeFlagNames.
@@ -227,6 +241,15 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
   return pointers;
 }
 
+// The flag of this program named `name`, or null. absl's own flags are left out (--version
+// aside): --flagfile and --fromenv read values from places no check here covers, and a FIFO
+// given to --flagfile would block.
+absl::CommandLineFlag* KilnFlag(const std::string& name) {
+  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  if (flag == nullptr || name == "version") return flag;
+  return absl::EndsWith(flag->Filename(), "kiln_main.cpp") ? flag : nullptr;
+}
+
 // Checks flag names and values before absl::ParseCommandLine, which exits with status 1 on an
 // unknown flag or a bad value: here they are usage errors (status 2) like every other. `args`
 // have '_' in flag names (NormalizeFlagNames).
@@ -239,16 +262,17 @@ absl::Status CheckFlagSyntax(const std::vector<char*>& args) {
     const std::string body = arg.substr(start);
     const size_t equals = body.find('=');
     const std::string name = body.substr(0, equals);
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    absl::CommandLineFlag* flag = KilnFlag(name);
     // Boolean flags may be given as --noresume.
-    absl::CommandLineFlag* negated =
-        name.rfind("no", 0) == 0 ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
+    absl::CommandLineFlag* negated = name.rfind("no", 0) == 0 ? KilnFlag(name.substr(2)) : nullptr;
     std::string dashed = name;
     std::replace(dashed.begin(), dashed.end(), '_', '-');
     if (flag == nullptr && (negated == nullptr || !negated->IsOfType<bool>())) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", dashed));
     }
-    if (flag == nullptr || flag->IsOfType<bool>()) continue;  // absl reads "--flag" as true
+    if (flag == nullptr || (flag->IsOfType<bool>() && equals == std::string::npos)) {
+      continue;  // absl reads "--flag" as true and "--noflag" as false
+    }
     std::string value;
     if (equals != std::string::npos) {
       value = body.substr(equals + 1);
@@ -343,7 +367,7 @@ absl::Status CheckFloatRange() {
     if (std::isfinite(value) && (!std::isfinite(single) || (value != 0 && single == 0))) {
       return absl::InvalidArgumentError(absl::StrCat(
           name, " ", value, " is outside the range of 32-bit floats, which training uses; use a "
-          "value between about 1.2e-38 and 3.4e38"));
+          "value between about 1.4e-45 and 3.4e38"));
     }
   }
   return absl::OkStatus();
@@ -440,6 +464,11 @@ absl::Status ValidateFlags() {
     return absl::InvalidArgumentError("--train-limit and --test-limit must not be negative");
   }
 
+  if (!absl::GetFlag(FLAGS_metrics).empty()) {
+    absl::StatusOr<kiln::MetricsFormat> format =
+        kiln::MetricsFormatForPath(absl::GetFlag(FLAGS_metrics));
+    if (!format.ok()) return format.status();
+  }
   if (absl::GetFlag(FLAGS_resume) && absl::GetFlag(FLAGS_checkpoint).empty()) {
     return absl::InvalidArgumentError("--resume needs --checkpoint PATH");
   }
@@ -466,7 +495,9 @@ absl::StatusOr<kiln::Dataset> LoadSplit(const std::string& split, int64_t limit)
   return kiln::TakeFirst(*data, limit);
 }
 
-// Checks that the labels of `data` fit the outputs of `model`, naming --classes in the fix.
+// Checks that the labels of `data` fit the outputs of `model`, naming --classes in the fix:
+// InvalidArgument when --classes lists too many, FailedPrecondition when the data has a label
+// the model has no output for.
 absl::Status CheckClassesFit(const kiln::CompiledModel& model, const kiln::Dataset& data) {
   if (model.num_classes == 0 || data.num_classes <= model.num_classes) return absl::OkStatus();
   const std::string example = absl::StrCat("--classes 0-", model.num_classes - 1);
@@ -477,10 +508,11 @@ absl::Status CheckClassesFit(const kiln::CompiledModel& model, const kiln::Datas
         " outputs; list at most ", model.num_classes, ", e.g. ", example));
   }
   // The first label that does not fit names the file and sample: a damaged label file has one
-  // stray value (200, say) rather than more classes.
+  // stray value (200, say) rather than more classes. Labels past --train-limit do not count.
   int64_t sample = 0;
   while (sample < data.count && data.labels[sample] < model.num_classes) ++sample;
-  return absl::InvalidArgumentError(absl::StrCat(
+  if (sample == data.count) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
       "label ", data.labels[sample], " of sample ", sample,
       data.labels_path.empty() ? "" : absl::StrCat(" in '", data.labels_path, "'"),
       " does not fit model '", model.name, "', which has ", model.num_classes,
@@ -547,7 +579,8 @@ absl::StatusOr<kiln::Augmentation> AugmentationFromSpec(const std::string& spec,
 // On --resume, hyperparameters not given on the command line continue with the checkpoint's
 // values (kiln::TrainingMetadata), so a resumed run repeats the original one exactly.
 absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
-  absl::StatusOr<kiln::TensorFile> file = kiln::ReadSafetensors(options.checkpoint);
+  // Checked first: a damaged file's hyperparameters are not worth a message.
+  absl::StatusOr<kiln::TensorFile> file = kiln::ReadCheckpointFile(options.checkpoint);
   if (!file.ok()) return file.status();
   const std::map<std::string, std::string>& metadata = file->metadata;
   auto saved_optimizer = metadata.find("kiln.optimizer");
@@ -590,7 +623,8 @@ absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
       valid = absl::SimpleAtoi(it->second, &options.batch_size) && options.batch_size > 0;
     }
     if (!valid) {
-      return invalid(key, absl::StrCat(it->first, " is '", it->second, "', not a valid value"));
+      return invalid(key,
+                     absl::StrCat(it->first, " is '", it->second, "': it is not a valid value"));
     }
     keys.push_back(key);
   }
@@ -623,9 +657,7 @@ int RunTrain(kiln::Network& net) {
   absl::StatusOr<kiln::Dataset> test = LoadSplit("t10k", absl::GetFlag(FLAGS_test_limit));
   if (!test.ok()) return Fail(test.status());
   for (const kiln::Dataset* data : {&*train, &*test}) {
-    if (absl::Status s = CheckClassesFit(net.model(), *data); !s.ok()) {
-      return Usage(std::string(s.message()));
-    }
+    if (absl::Status s = CheckClassesFit(net.model(), *data); !s.ok()) return FailOrUsage(s);
   }
 
   const int threads = absl::GetFlag(FLAGS_threads);
@@ -654,6 +686,18 @@ int RunTrain(kiln::Network& net) {
                               "--resume to continue it, --overwrite to replace it with a new run, "
                               "or choose another --checkpoint"));
   }
+  // The metrics of an earlier run would be truncated the same way.
+  for (const std::string& log :
+       {options.metrics, options.run_dir.empty() ? "" : options.run_dir + "/metrics.jsonl"}) {
+    std::error_code size_error;
+    if (options.resume || absl::GetFlag(FLAGS_overwrite) || log.empty() ||
+        !std::filesystem::is_regular_file(log, exists_error) ||
+        std::filesystem::file_size(log, size_error) == 0) {
+      continue;
+    }
+    return Usage(absl::StrCat("metrics log '", log, "' already exists; pass --resume to continue "
+                              "its run, --overwrite to replace it, or choose another path"));
+  }
   absl::StatusOr<std::vector<kiln::EpochStats>> history = kiln::Train(net, *train, &*test, options);
   if (!history.ok()) return Fail(history.status());
   if (history->empty()) return 0;
@@ -668,9 +712,7 @@ int RunEval(kiln::Network& net) {
   if (!loaded.ok()) return Fail(loaded.status());
   absl::StatusOr<kiln::Dataset> test = LoadSplit("t10k", absl::GetFlag(FLAGS_test_limit));
   if (!test.ok()) return Fail(test.status());
-  if (absl::Status s = CheckClassesFit(net.model(), *test); !s.ok()) {
-    return Usage(std::string(s.message()));
-  }
+  if (absl::Status s = CheckClassesFit(net.model(), *test); !s.ok()) return FailOrUsage(s);
   absl::StatusOr<kiln::EvalResult> result = kiln::Evaluate(net, *test, absl::GetFlag(FLAGS_batch_size));
   if (!result.ok()) return Fail(result.status());
   fmt::print("test loss {:.4f}  test accuracy {:.4f} ({} images)\n", result->loss, result->accuracy,
@@ -810,6 +852,9 @@ int RunBench() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past a file size limit (ulimit -f), write() then fails with EFBIG, which the writers report
+  // with the file's name, instead of the signal ending the process without a message.
+  std::signal(SIGXFSZ, SIG_IGN);
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig usage_config;
   usage_config.version_string = [] { return std::string("kiln 0.1 (Halide 14)\n"); };

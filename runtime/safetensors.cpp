@@ -878,11 +878,15 @@ absl::StatusOr<TensorFile> ReadSafetensors(const std::string& path) {
 // WriteSafetensors
 // ---------------------------------------------------------------------------------------------
 
-absl::Status CheckSafetensorsDestination(const std::string& path) {
-  if (path.empty() || path.back() == '/') {
+absl::Status CheckSafetensorsDestination(const std::string& link_or_path) {
+  if (link_or_path.empty() || link_or_path.back() == '/') {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "cannot write safetensors file '%s': the path must name a file, not a directory", path));
+        "cannot write safetensors file '%s': the path must name a file, not a directory",
+        link_or_path));
   }
+  absl::StatusOr<std::string> followed = FollowLinks(link_or_path);
+  if (!followed.ok()) return followed.status();
+  const std::string& path = *followed;
   const std::string directory = DirectoryOf(path);
   struct stat info;
   if (::stat(directory.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
@@ -902,7 +906,9 @@ absl::Status CheckSafetensorsDestination(const std::string& path) {
 
 absl::Status WriteSafetensors(const std::string& link_or_path, const TensorFile& file) {
   // A symbolic link stays one: the file it points to is replaced.
-  const std::string path = FollowLinks(link_or_path);
+  absl::StatusOr<std::string> followed = FollowLinks(link_or_path);
+  if (!followed.ok()) return followed.status();
+  const std::string& path = *followed;
   if (absl::Status status = CheckSafetensorsDestination(path); !status.ok()) return status;
   absl::StatusOr<std::string> header = BuildHeader(path, file);
   if (!header.ok()) return header.status();

@@ -500,6 +500,25 @@ TEST(Checkpoint, LoadListsEveryDifference) {
   EXPECT_TRUE(StatesEqual(state, before)) << "a failed load must not change the state";
 }
 
+TEST(Checkpoint, SaveThroughDanglingOrLoopingLink) {
+  const CompiledModel model = TinyModel();
+  const std::string dir = TempPath("dangling");
+  std::filesystem::create_directories(dir);
+  // A link to a file not written yet: the save creates that file and the link stays.
+  std::filesystem::create_symlink("later.safetensors", dir + "/latest.safetensors");
+  ASSERT_TRUE(SaveCheckpoint(dir + "/latest.safetensors", model, DistinctState(model, 1.0f), {})
+                  .ok());
+  EXPECT_TRUE(std::filesystem::is_symlink(dir + "/latest.safetensors"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(dir + "/later.safetensors"));
+
+  // A link to itself cannot be saved through; it stays as it was.
+  const std::string loop = dir + "/loop.safetensors";
+  std::filesystem::create_symlink("loop.safetensors", loop);
+  absl::Status saved = SaveCheckpoint(loop, model, DistinctState(model, 1.0f), {});
+  EXPECT_THAT(saved.message(), HasSubstr("its symbolic links form a loop"));
+  EXPECT_TRUE(std::filesystem::is_symlink(loop));
+}
+
 TEST(Checkpoint, LongDifferenceListIsCut) {
   const CompiledModel model = TinyModel();
   TensorFile file;

@@ -96,11 +96,24 @@ TEST(Cli, MisusedFlagsAreUsageErrors) {
         Case{"train --epochs three", "--epochs 'three'"},
         Case{"eval --checkpoint", "--checkpoint needs a value"},
         Case{"summary -lr 0.1", "--lr does not apply to kiln summary"},
+        Case{"train --nesterov=maybe", "--nesterov 'maybe'"},
+        Case{"train --flagfile=flags.txt", "unknown flag --flagfile"},
+        Case{"train --metrics m.txt", "has an unknown extension; use .jsonl (JSON Lines) or .csv"},
         Case{"train -weight-decay=-1", "--weight-decay -1 must be finite and not negative"}}) {
     Result r = RunKiln(c.arguments);
     EXPECT_EQ(r.exit_code, 2) << c.arguments << "\n" << r.output;
     EXPECT_THAT(r.output, HasSubstr(c.expected)) << c.arguments;
   }
+}
+
+std::string ReadFile(const std::string& path) {
+  std::string bytes;
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return bytes;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof(buffer), file)) > 0;) bytes.append(buffer, n);
+  std::fclose(file);
+  return bytes;
 }
 
 // Writes an IDX file: big-endian magic and sizes, then the bytes.
@@ -130,9 +143,35 @@ TEST(Cli, LabelOutsideTheModelNamesFileAndSample) {
     WriteIdx(dir + "/" + split + "-labels-idx1-ubyte", 0x801, {4}, {1, 2, 200, 3});
   }
   Result r = RunKiln("train --epochs 1 --threads 1 --data " + dir);
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // a damaged file, not a bad command line
   EXPECT_THAT(r.output, HasSubstr("label 200 of sample 2 in '" + dir +
                                   "/train-labels-idx1-ubyte' does not fit model 'lenet5'"));
+  // Past --train-limit and --test-limit the label is not used.
+  r = RunKiln("train --epochs 1 --threads 1 --train-limit 2 --test-limit 2 --data " + dir);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  r = RunKiln("train --epochs 1 --data " + dir + "/train-labels-idx1-ubyte");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("is a file, not a directory"));
+}
+
+TEST(Cli, ExistingMetricsNeedResumeOrOverwrite) {
+  char pattern[] = "/tmp/kiln_cli_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string metrics = std::string(pattern) + "/m.jsonl";
+  const std::string common = "train --epochs 1 --train-limit 64 --test-limit 64 --threads 1 ";
+  ASSERT_EQ(RunKiln(common + "--metrics " + metrics).exit_code, 0);
+  const std::string before = ReadFile(metrics);
+  Result r = RunKiln(common + "--metrics " + metrics);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("metrics log '" + metrics + "' already exists; pass --resume"));
+  EXPECT_EQ(ReadFile(metrics), before);
+  r = RunKiln(common + "--run-dir " + std::string(pattern) + "/run");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunKiln(common + "--run-dir " + std::string(pattern) + "/run");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("/run/metrics.jsonl' already exists"));
+  EXPECT_EQ(RunKiln(common + "--overwrite --metrics " + metrics).exit_code, 0);
 }
 
 TEST(Cli, MissingDataDirectoryNamesThePath) {

@@ -332,7 +332,8 @@ TEST(TrainerApi, CheckpointRestoresHyperparameters) {
   Lenet5Trainer fresh;
   const std::vector<float> before = Parameters(fresh);
   EXPECT_THAT(fresh.LoadCheckpoint(bad).message(),
-              HasSubstr("has invalid metadata: kiln.optimizer is 'rmsprop': it is not a valid value"));
+              HasSubstr("has invalid metadata: kiln.optimizer is 'rmsprop': it is not a valid "
+                        "value"));
   EXPECT_EQ(Parameters(fresh), before);
   // With the checksum, the same change is corruption.
   file->metadata["kiln.checksum"] = "crc32:00000000";

@@ -23,8 +23,8 @@ augmentation() {
   local common=(--model lenet5 --train-limit 2000 --epochs 60 --lr 0.03 --momentum 0.9
                 --seed 0 --threads "$threads")
   local spec="hflip,resized_crop(scale=0.8:1,ratio=0.9:1.1)"
-  "$kiln" train "${common[@]}" --run-dir "$out/augmentation/plain"
-  "$kiln" train "${common[@]}" --augment "$spec" --run-dir "$out/augmentation/augmented"
+  "$kiln" train --overwrite "${common[@]}" --run-dir "$out/augmentation/plain"
+  "$kiln" train --overwrite "${common[@]}" --augment "$spec" --run-dir "$out/augmentation/augmented"
   local runs="plain=$out/augmentation/plain/metrics.jsonl"
   runs+=",augmented=$out/augmentation/augmented/metrics.jsonl"
   "$kiln" plot-runs --metric accuracy --output docs/images/augmentation_accuracy.png \
@@ -41,8 +41,8 @@ augmentation() {
 transfer() {
   local dir="$out/transfer"
   mkdir -p "$dir"
-  "$kiln" train --model lenet5 --classes 0-4 --epochs 10 --lr 0.01 --momentum 0.9 --seed 0 \
-      --threads "$threads" --checkpoint "$dir/pretrained.safetensors" --overwrite
+  "$kiln" train --overwrite --model lenet5 --classes 0-4 --epochs 10 --lr 0.01 --momentum 0.9 \
+      --seed 0 --threads "$threads" --checkpoint "$dir/pretrained.safetensors"
   local target
   for target in small large; do
     local size=() epochs=8 batch=()
@@ -53,12 +53,13 @@ transfer() {
     fi
     local common=(--classes 5-9 "${size[@]}" "${batch[@]}" --epochs "$epochs" --momentum 0.9
                   --seed 1 --threads "$threads")
-    "$kiln" train --model lenet5_c5_features "${common[@]}" --lr 0.01 \
+    "$kiln" train --overwrite --model lenet5_c5_features "${common[@]}" --lr 0.01 \
         --init-from "$dir/pretrained.safetensors" --run-dir "$dir/$target-features"
-    "$kiln" train --model lenet5_c5 "${common[@]}" --lr 0.003 \
+    "$kiln" train --overwrite --model lenet5_c5 "${common[@]}" --lr 0.003 \
         --lr-mult conv1=0.1,conv2=0.1,conv3=0.3 \
         --init-from "$dir/pretrained.safetensors" --run-dir "$dir/$target-finetune"
-    "$kiln" train --model lenet5_c5 "${common[@]}" --lr 0.01 --run-dir "$dir/$target-scratch"
+    "$kiln" train --overwrite --model lenet5_c5 "${common[@]}" --lr 0.01 \
+        --run-dir "$dir/$target-scratch"
   done
 }
 
@@ -66,7 +67,7 @@ transfer() {
 gradients() {
   local runs=() variant
   for variant in deep_sigmoid deep_relu deep_relu_bn deep_residual; do
-    "$kiln" train --model "$variant" --epochs 5 --lr 0.01 --momentum 0.9 --seed 0 \
+    "$kiln" train --overwrite --model "$variant" --epochs 5 --lr 0.01 --momentum 0.9 --seed 0 \
         --threads "$threads" --log-grad-norms --run-dir "$out/gradients/$variant"
     runs+=("$variant=$out/gradients/$variant/metrics.jsonl")
   done
