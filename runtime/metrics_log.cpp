@@ -532,8 +532,8 @@ absl::Status MetricsLog::WriteLine(const std::string& line) {
 }
 
 absl::Status MetricsLog::Flush() {
-  // Down to the disk: after a crash the log then holds every epoch the checkpoint does, which
-  // --resume cuts it back to.
+  // To the disk, so after a crash the log holds at least the epochs the checkpoint does;
+  // --resume cuts it back to them.
   if (file_ != nullptr && (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)) {
     return absl::ErrnoToStatus(errno, absl::StrCat("failed to write metrics log '", path_, "'"));
   }

@@ -145,8 +145,8 @@ absl::StatusOr<TensorFile> ReadSafetensors(const std::string& path);
 /// only the final directory fsync fails, `path` already has the new contents, and the error
 /// message warns that the rename may not survive a power loss. A file system that does not
 /// support fsync on a directory (EINVAL) counts as success. When `path` is a symbolic link, the
-/// file it points to is replaced and the link stays. A replaced file keeps its permissions; a
-/// new one gets 0666 minus the umask.
+/// file it points to is replaced and the link stays (a loop of links is InvalidArgument). A
+/// replaced file keeps its permissions; a new one gets 0666 minus the umask.
 ///
 /// Returns InvalidArgument, before touching the file system, for any of these inputs:
 ///   - `path` is empty or ends in '/',
