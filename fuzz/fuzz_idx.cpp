@@ -16,7 +16,7 @@ void WriteFile(const std::string& path, const uint8_t* data, size_t size) {
   std::fclose(file);
 }
 
-// The first byte says where the image file ends and the label file begins, as a fraction of
+// The first byte sets where the image file ends and the label file begins, as a fraction of
 // the rest.
 void LoadAsDataset(const uint8_t* data, size_t size) {
   if (size == 0) return;

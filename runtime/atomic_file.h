@@ -31,13 +31,13 @@ absl::Status CheckOutputPath(const std::string& path);
 /// replaced file keeps its permissions.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
-/// Returns the path a chain of symbolic links at `path` ends in, which may not exist yet (a link
-/// to a file still to be written); `path` itself when it is no link. Writers replace the file
-/// there, so the link stays. A loop of links is an InvalidArgument error naming `path`.
+/// Returns the path that a chain of symbolic links at `path` ends in, or `path` itself when it is
+/// no link. That path may not exist yet (a link to a file still to be written). Writers replace
+/// the file there, so the link stays. A loop of links is an InvalidArgument error naming `path`.
 absl::StatusOr<std::string> FollowLinks(const std::string& path);
 
-/// Gives the open file `fd` the permission bits of the file at `path`, so a file replaced by a
-/// rename keeps them; nothing when no file is there. Returns 0 or the errno of the failure.
+/// Gives the open file `fd` the permission bits of the file at `path`, so that a file replaced by
+/// a rename keeps them. Does nothing when no file is there. Returns 0 or the failure's errno.
 int KeepPermissions(const std::string& path, int fd);
 
 /// Removes the temporary files "<path>.tmp-<pid>-<n>" that writers of `path` in processes no

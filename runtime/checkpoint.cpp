@@ -411,7 +411,7 @@ std::string FormatDifferences(absl::string_view summary,
                               const std::vector<std::string>& sentences, absl::string_view advice) {
   std::string message = absl::StrCat(summary, " (", sentences.size(),
                                      sentences.size() == 1 ? " difference):" : " differences):");
-  // A model of another family differs in every tensor; the first lines say enough.
+  // A model of another family differs in every tensor, so the first lines are enough.
   constexpr size_t kShown = 20;
   for (size_t i = 0; i < sentences.size() && i < kShown; ++i) {
     absl::StrAppend(&message, "\n  - ", sentences[i]);

@@ -94,7 +94,7 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(
 
 /// Reads the checkpoint file at `path` without matching it to a model: errors are those of
 /// ReadSafetensors, and DataLoss when its "kiln.checksum" is malformed or does not match or a
-/// float tensor holds a NaN or an infinity. Checkpoints from before checksums have none.
+/// float tensor contains a NaN or an infinity. Checkpoints from before checksums have none.
 absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path);
 
 /// Returns an error naming `source` and the first tensor of `infos` whose values in `values` (a

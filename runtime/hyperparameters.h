@@ -106,9 +106,9 @@ std::map<std::string, std::string> HyperparameterMetadata(const OptimizerOptions
 /// Reads what HyperparameterMetadata wrote over `optimizer` and `schedule` (for a run of
 /// `epochs`), except the keys in `keep` ("lr", "lr_mult": the settings given some other way).
 /// Absent keys keep their values; other keys are ignored. Returns the keys read, without
-/// "kiln.". Each value must parse and pass CheckOptimizerRanges and CheckLrSchedule; otherwise
-/// the error names the key and value, `invalid_key` (when not null) receives the key, and
-/// neither output changes.
+/// "kiln.". Each value must parse and pass CheckOptimizerRanges and CheckLrSchedule. Otherwise
+/// the error names the key and value, and `invalid_key` (when not null) receives the key. Neither
+/// output changes then.
 absl::StatusOr<std::vector<std::string>> ReadHyperparameterMetadata(
     const std::map<std::string, std::string>& metadata, const std::set<std::string>& keep,
     int epochs, OptimizerOptions& optimizer, LrSchedule& schedule,

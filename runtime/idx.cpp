@@ -338,7 +338,7 @@ absl::StatusOr<Dataset> LoadIdxDataset(const std::string& dir, const std::string
   std::error_code error;
   if (std::filesystem::exists(dir, error) && !std::filesystem::is_directory(dir, error)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "data directory %s is a file, not a directory; name the directory that holds the "
+        "data directory %s is a file, not a directory; name the directory that contains the "
         "%s-images-idx3-ubyte and %s-labels-idx1-ubyte files",
         dir, split, split));
   }

@@ -159,8 +159,8 @@ constexpr char kUsage[] =
     "range, an option of another command), 1 for any other error (a missing or damaged file,\n"
     "training stopped by a NaN).";
 
-// --help: the usage and every flag of this file with its default, on stdout, exit 0. (absl's
-// own --help exits 1 and lists the flags under the source file's build path.)
+// Returns whether --help, -help, -h or --helpfull was given. kiln then prints PrintHelp's text
+// and exits 0, because absl's own --help exits 1 and lists the flags under a build path.
 bool HelpRequested(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -200,7 +200,7 @@ int Usage(const std::string& message) {
   return 2;
 }
 
-// A usage error (exit 2) for InvalidArgument, a failure (exit 1) for the other codes.
+// Reports `status` as a usage error (exit 2) for InvalidArgument, or as a failure (exit 1).
 int FailOrUsage(const absl::Status& status) {
   if (status.code() == absl::StatusCode::kInvalidArgument) {
     return Usage(std::string(status.message()));
@@ -214,8 +214,8 @@ std::set<std::string>& GivenFlags() {
   return flags;
 }
 
-// Where the flag name starts in `arg`: 2 for "--flag", 1 for "-flag" (absl takes both), 0 when
-// `arg` is no flag ("train", "-1").
+// Returns where the flag name starts in `arg`: 2 for "--flag", 1 for "-flag" (absl takes both),
+// 0 when `arg` is no flag ("train", "-1").
 size_t FlagNameStart(const std::string& arg) {
   const size_t start = arg.rfind("--", 0) == 0 ? 2 : 1;
   const bool flag = arg.size() > start && arg[0] == '-' &&
@@ -241,8 +241,8 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
   return pointers;
 }
 
-// The flag of this program named `name`, or null. absl's own flags are left out (--version
-// aside): --flagfile and --fromenv read values from places no check here covers, and a FIFO
+// Returns the flag of this program named `name`, or null. absl's own flags (but --version) are
+// left out, because --flagfile and --fromenv read values that no check here covers, and a FIFO
 // given to --flagfile would block.
 absl::CommandLineFlag* KilnFlag(const std::string& name) {
   absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
@@ -251,8 +251,8 @@ absl::CommandLineFlag* KilnFlag(const std::string& name) {
 }
 
 // Checks flag names and values before absl::ParseCommandLine, which exits with status 1 on an
-// unknown flag or a bad value: here they are usage errors (status 2) like every other. `args`
-// have '_' in flag names (NormalizeFlagNames).
+// unknown flag or a bad value, so that these are usage errors (status 2) like the others.
+// `args` have '_' in flag names (NormalizeFlagNames).
 absl::Status CheckFlagSyntax(const std::vector<char*>& args) {
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string arg = args[i];
@@ -289,7 +289,7 @@ absl::Status CheckFlagSyntax(const std::vector<char*>& args) {
   return absl::OkStatus();
 }
 
-// The flags each command reads; any other flag of this file given to it is an error.
+// Returns the flags each command reads. Any other flag of this file given to it is an error.
 const std::map<std::string, std::set<std::string>>& CommandFlags() {
   static const auto* flags = new std::map<std::string, std::set<std::string>>{
       {"train",
@@ -314,7 +314,7 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
   return *flags;
 }
 
-// Flags whose empty value means "none" rather than a forgotten argument.
+// Returns whether an empty value of `flag` means "none" rather than a forgotten argument.
 bool MayBeEmpty(const std::string& flag) {
   return flag == "augment" || flag == "lr_mult" || flag == "classes" || flag == "schedules";
 }
@@ -507,8 +507,9 @@ absl::Status CheckClassesFit(const kiln::CompiledModel& model, const kiln::Datas
         " classes but model '", model.name, "' has ", model.num_classes,
         " outputs; list at most ", model.num_classes, ", e.g. ", example));
   }
-  // The first label that does not fit names the file and sample: a damaged label file has one
-  // stray value (200, say) rather than more classes. Labels past --train-limit do not count.
+  // The first label that does not fit names the file and sample, because a damaged label file
+  // has one stray value (200, say) rather than more classes. Labels past --train-limit are not
+  // used, so they do not count.
   int64_t sample = 0;
   while (sample < data.count && data.labels[sample] < model.num_classes) ++sample;
   if (sample == data.count) return absl::OkStatus();
@@ -579,7 +580,7 @@ absl::StatusOr<kiln::Augmentation> AugmentationFromSpec(const std::string& spec,
 // On --resume, hyperparameters not given on the command line continue with the checkpoint's
 // values (kiln::TrainingMetadata), so a resumed run repeats the original one exactly.
 absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
-  // Checked first: a damaged file's hyperparameters are not worth a message.
+  // The checksum is checked first, because a damaged file's hyperparameters mean nothing.
   absl::StatusOr<kiln::TensorFile> file = kiln::ReadCheckpointFile(options.checkpoint);
   if (!file.ok()) return file.status();
   const std::map<std::string, std::string>& metadata = file->metadata;
@@ -686,7 +687,7 @@ int RunTrain(kiln::Network& net) {
                               "--resume to continue it, --overwrite to replace it with a new run, "
                               "or choose another --checkpoint"));
   }
-  // The metrics of an earlier run would be truncated the same way.
+  // A new run would also truncate an earlier run's metrics log.
   for (const std::string& log :
        {options.metrics, options.run_dir.empty() ? "" : options.run_dir + "/metrics.jsonl"}) {
     std::error_code size_error;

@@ -532,7 +532,7 @@ absl::Status MetricsLog::WriteLine(const std::string& line) {
 }
 
 absl::Status MetricsLog::Flush() {
-  // To the disk, so after a crash the log holds at least the epochs the checkpoint does;
+  // To the disk, so after a crash the log contains at least the epochs of the checkpoint.
   // --resume cuts it back to them.
   if (file_ != nullptr && (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)) {
     return absl::ErrnoToStatus(errno, absl::StrCat("failed to write metrics log '", path_, "'"));

@@ -334,11 +334,11 @@ TEST(HyperparameterMetadata, ReadsBackWhatItWrote) {
   EXPECT_EQ(read_schedule.min_lr, 1e-5f);
 
   // Kept keys are neither read nor reported.
-  OptimizerOptions kept;
-  keys = ReadHyperparameterMetadata(metadata, {"lr", "lr_mult"}, 10, kept, read_schedule);
+  OptimizerOptions partly_read;
+  keys = ReadHyperparameterMetadata(metadata, {"lr", "lr_mult"}, 10, partly_read, read_schedule);
   ASSERT_TRUE(keys.ok()) << keys.status();
-  EXPECT_EQ(kept.lr, OptimizerOptions().lr);
-  EXPECT_TRUE(kept.lr_multipliers.empty());
+  EXPECT_EQ(partly_read.lr, OptimizerOptions().lr);
+  EXPECT_TRUE(partly_read.lr_multipliers.empty());
   EXPECT_EQ(std::count(keys->begin(), keys->end(), "lr"), 0);
 }
 
