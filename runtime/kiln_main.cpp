@@ -170,21 +170,30 @@ bool HelpRequested(int argc, char** argv) {
   return false;
 }
 
+// Returns whether `flag` is defined in this file, not by absl itself.
+bool IsKilnFlag(const absl::CommandLineFlag& flag) {
+  return absl::EndsWith(flag.Filename(), "kiln_main.cpp");
+}
+
+// Returns `name` as users write it: "weight_decay" becomes "weight-decay".
+std::string Dashed(std::string name) {
+  std::replace(name.begin(), name.end(), '_', '-');
+  return name;
+}
+
 void PrintHelp() {
   std::vector<const absl::CommandLineFlag*> flags;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (absl::EndsWith(flag->Filename(), "kiln_main.cpp")) flags.push_back(flag);
+    if (IsKilnFlag(*flag)) flags.push_back(flag);
   }
   std::sort(flags.begin(), flags.end(), [](const auto* a, const auto* b) {
     return a->Name() < b->Name();
   });
   fmt::print("{}\n\nFlags:\n", kUsage);
   for (const absl::CommandLineFlag* flag : flags) {
-    std::string name(flag->Name());
-    std::replace(name.begin(), name.end(), '_', '-');
     const std::string value = flag->DefaultValue();
-    fmt::print("  --{} (default: {})\n      {}\n", name, value.empty() ? "\"\"" : value,
-               flag->Help());
+    fmt::print("  --{} (default: {})\n      {}\n", Dashed(std::string(flag->Name())),
+               value.empty() ? "\"\"" : value, flag->Help());
   }
 }
 
@@ -208,7 +217,8 @@ int FailOrUsage(const absl::Status& status) {
   return Fail(status);
 }
 
-// Names of the flags given on the command line (with '_'), filled by NormalizeFlagNames.
+// Names of the flags given on the command line (with '_', and "nesterov" for --nonesterov),
+// filled by NormalizeFlagNames.
 std::set<std::string>& GivenFlags() {
   static std::set<std::string> flags;
   return flags;
@@ -234,7 +244,15 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
     for (size_t i = start; i < end; ++i) {
       if (arg[i] == '-') arg[i] = '_';
     }
-    GivenFlags().insert(arg.substr(start, end - start));
+    std::string name = arg.substr(start, end - start);
+    // --noresume gives the flag "resume" too.
+    const absl::CommandLineFlag* negated =
+        name.rfind("no", 0) == 0 ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
+    if (absl::FindCommandLineFlag(name) == nullptr && negated != nullptr &&
+        negated->IsOfType<bool>()) {
+      name = name.substr(2);
+    }
+    GivenFlags().insert(name);
   }
   std::vector<char*> pointers;
   for (std::string& arg : storage) pointers.push_back(arg.data());
@@ -247,7 +265,7 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
 absl::CommandLineFlag* KilnFlag(const std::string& name) {
   absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
   if (flag == nullptr || name == "version") return flag;
-  return absl::EndsWith(flag->Filename(), "kiln_main.cpp") ? flag : nullptr;
+  return IsKilnFlag(*flag) ? flag : nullptr;
 }
 
 // Checks flag names and values before absl::ParseCommandLine, which exits with status 1 on an
@@ -265,8 +283,7 @@ absl::Status CheckFlagSyntax(const std::vector<char*>& args) {
     absl::CommandLineFlag* flag = KilnFlag(name);
     // Boolean flags may be given as --noresume.
     absl::CommandLineFlag* negated = name.rfind("no", 0) == 0 ? KilnFlag(name.substr(2)) : nullptr;
-    std::string dashed = name;
-    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    const std::string dashed = Dashed(name);
     if (flag == nullptr && (negated == nullptr || !negated->IsOfType<bool>())) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", dashed));
     }
@@ -322,11 +339,7 @@ bool MayBeEmpty(const std::string& flag) {
 // Rejects flags given to `command` that it does not read, and empty file names and choices.
 absl::Status CheckFlagsApply(const std::string& command) {
   const std::set<std::string>& reads = CommandFlags().at(command);
-  for (std::string flag : GivenFlags()) {
-    // Boolean flags may be given as --noresume.
-    if (flag.rfind("no", 0) == 0 && absl::FindCommandLineFlag(flag) == nullptr) {
-      flag = flag.substr(2);
-    }
+  for (const std::string& flag : GivenFlags()) {
     bool known = false;
     std::vector<std::string> users;
     for (const auto& [name, flags] : CommandFlags()) {
@@ -334,8 +347,7 @@ absl::Status CheckFlagsApply(const std::string& command) {
       known = true;
       users.push_back(name);
     }
-    std::string dashed = flag;
-    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    const std::string dashed = Dashed(flag);
     if (known && reads.count(flag) == 0) {
       return absl::InvalidArgumentError(absl::StrCat("--", dashed, " does not apply to kiln ",
                                                      command, "; it is an option of kiln ",
@@ -594,11 +606,10 @@ absl::Status UseSavedHyperparameters(kiln::TrainOptions& options) {
         "--init-from ", options.checkpoint));
   }
   auto invalid = [&](const std::string& key, absl::string_view problem) {
-    std::string flag = key;
-    std::replace(flag.begin(), flag.end(), '_', '-');
     return absl::InvalidArgumentError(absl::StrCat("checkpoint '", options.checkpoint,
                                                    "' records an invalid hyperparameter: ",
-                                                   problem, "; pass --", flag, " explicitly"));
+                                                   problem, "; pass --", Dashed(key),
+                                                   " explicitly"));
   };
   std::string invalid_key;
   absl::StatusOr<std::vector<std::string>> read = kiln::ReadHyperparameterMetadata(

@@ -194,10 +194,12 @@ TEST(Cli, ResumeContinuesWithSavedHyperparameters) {
 
   Result first = RunKiln("train --epochs 1 --lr 0.05 --momentum 0.5 --batch-size 32" + common);
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  Result resumed = RunKiln("train --epochs 2 --resume" + common);
+  // --nonesterov is given, so the checkpoint's nesterov is not read back.
+  Result resumed = RunKiln("train --epochs 2 --resume --nonesterov" + common);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_THAT(resumed.output, AllOf(HasSubstr("lr 0.05"), HasSubstr("momentum 0.5"),
                                     HasSubstr("batch size 32"), HasSubstr("epoch   2/2")));
+  EXPECT_THAT(resumed.output, ::testing::Not(HasSubstr("nesterov 0")));
 
   Result done = RunKiln("train --epochs 1 --resume" + common);
   EXPECT_EQ(done.exit_code, 0) << done.output;
