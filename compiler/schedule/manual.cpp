@@ -76,8 +76,8 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 // innermost in storage and masked tails, 0.14 ms in x-innermost storage, 0.043 ms rounded up.
 //
 // The specialization runs on the calling thread. LeNet-5's batch 1 is about 35 µs of work in
-// a dozen loops, and with them parallel the second thread slept between loops: 0.030–0.062 ms
-// from run to run with 2 threads, against 0.034 ms serial with 1 or 2 (driven directly, Zen 4).
+// a dozen loops. With them parallel, the second thread slept between loops, and 2 threads took
+// 0.030–0.062 ms from run to run. Serial, 1 or 2 threads take 0.034 ms (driven directly, Zen 4).
 //
 // With `across_channels` (a conv whose output is 1×1, like LeNet's C5), the specialization
 // vectorizes across output channels instead, since its x vectors would repeat one value in
@@ -134,7 +134,8 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
       // One vector across x (or features, or channels) innermost, then the reduction. The other
       // vectors of a row stay inside the reduction (ScheduleConvPool unrolls them there), the
       // blocks of channels outside it: C5 has 15.
-      const Var across = across_channels ? pure[2] : pure[pure_n == 0 ? 1 : 0];
+      Var across = pure[pure_n == 0 ? 1 : 0];
+      if (across_channels) across = pure[2];
       const Var vector(across.name() + "_lanes");
       std::vector<Halide::VarOrRVar> small_order = {vector};
       if (!across_channels) small_order.emplace_back(across);
@@ -157,8 +158,13 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
   return true;
 }
 
-// The largest of 8, 4 and 2 that divides `channels` (and is smaller), or 1.
+// All of `channels` when there are 2 to 12, else the largest of 8, 4 and 2 that divides them
+// (and is smaller), or 1. A block is a tile's count of independent accumulator chains, and with
+// few of them each FMA waits on an earlier one's result. LeNet's 6-channel tiles had 2: its
+// training step (generated function driven directly, batch 64, 2 threads, Zen 4) took 1.82 ms
+// with blocks of 2 and 1.56 ms with blocks of 6.
 int ChannelBlock(int channels) {
+  if (channels >= 2 && channels <= 12) return channels;
   for (int b : {8, 4, 2}) {
     if (channels % b == 0 && channels > b) return b;
   }
@@ -167,10 +173,10 @@ int ChannelBlock(int channels) {
 
 // A reduction f(..., c, n) (a conv, a dense layer or a conv's input gradient, whose outermost
 // dimension `c` has `channels` values) computed in register tiles of 16 samples × a block of up
-// to 8 channels: the tile's accumulators stay in registers for the whole reduction, each input
-// vector loaded serves every channel of the block, and the block's independent accumulators
-// hide the FMA latency that one accumulator chain waits on. The tiles are copied into a
-// batch-innermost wrapper that every consumer reads. Where `batch` (the run-time batch size) is
+// to 12 channels (ChannelBlock): the tile's accumulators stay in registers for the whole
+// reduction, each input vector loaded serves every channel of the block, and the block's
+// independent accumulators hide the FMA latency that one accumulator chain waits on. The tiles
+// are copied into a batch-innermost wrapper that every consumer reads. Where `batch` (the run-time batch size) is
 // given, batches of at most 8 samples get tiles of 8 samples × twice the channels. AMD Zen 4
 // splits each 16-lane FMA into two 8-lane halves, so 8-lane vectors lose nothing there.
 // `width`, when given, is f's extent in x (a conv's output width). Falls back to
@@ -393,16 +399,19 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
   for (const auto& [i, lowered] : s.layers) {
     const Layer& layer = model.layers[i];
     switch (layer.kind) {
-      case OpKind::kConv2d:
+      case OpKind::kConv2d: {
         ReduceChannelsInnermost(lowered.output);
         ScheduleBatchInnermost(lowered.stages[0], small_batch, lanes);  // the zero-padded input
+        const bool single_output = layer.output_shape[1] == 1 && layer.output_shape[2] == 1;
         if (fuse_pools && (!large_batch || pooled(i))) {
-          const bool single_output = layer.output_shape[1] == 1 && layer.output_shape[2] == 1;
           ScheduleBatchInnermost(lowered.output, small_batch, lanes, single_output);
         } else if (ScheduleRegisterTiled(
                        lowered.output, static_cast<int>(layer.out_channels), batch,
                        static_cast<int>(layer.output_shape[2]), lanes)) {
-          PackConvWeight(param_func(layer.params[0]));
+          // A conv with a 1×1 output reads each weight once per tile, so a packed copy costs
+          // as much as it saves. Without C5's copy LeNet-5's training step (driven directly,
+          // batch 64, 2 threads, Zen 4) took 1.50 ms instead of 1.55.
+          if (!single_output) PackConvWeight(param_func(layer.params[0]));
           if (fuse_pools) {
             PackConvInput(lowered.stages[0]);
           } else {
@@ -410,6 +419,7 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
           }
         }
         break;
+      }
       case OpKind::kMaxPool2d:
       case OpKind::kAvgPool2d: {
         const int conv = fused_conv(i);
