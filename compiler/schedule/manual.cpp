@@ -62,6 +62,12 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
   return -1;
 }
 
+// The inference function's specialization for batches below kSmallBatch (ScheduleBatchInnermost).
+struct SmallBatch {
+  Halide::Expr condition;  // Undefined: no specialization.
+  bool parallel = false;   // Whether its loops run in parallel.
+};
+
 // Stores `f` with the batch dimension `n` innermost, computes it at root, vectorizes every
 // definition across `lanes` samples and parallelizes it over its outermost other dimension.
 // RoundUp computes whole vectors past a partial batch: the inputs clamp n, so those lanes read
@@ -75,9 +81,11 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 // at batch 1 (generated function driven directly, 2 threads, Zen 4): 0.20 ms with samples
 // innermost in storage and masked tails, 0.14 ms in x-innermost storage, 0.043 ms rounded up.
 //
-// The specialization runs on the calling thread. LeNet-5's batch 1 is about 35 µs of work in
-// a dozen loops. With them parallel, the second thread slept between loops, and 2 threads took
-// 0.030–0.062 ms from run to run. Serial, 1 or 2 threads take 0.034 ms (driven directly, Zen 4).
+// The specialization runs on the calling thread unless `small_batch.parallel`. LeNet-5's batch 1
+// is about 35 µs of work in a dozen loops. With them parallel, the second thread slept between
+// loops, and 2 threads took 0.030–0.062 ms from run to run. Serial, 1 or 2 threads take
+// 0.034 ms (driven directly, Zen 4). ResNet-20's batch 1 took 4.5 ms in parallel and 8.1 ms
+// serially (kiln bench, 2 threads).
 //
 // With `across_channels` (a conv whose output is 1×1, like LeNet's C5), the specialization
 // vectorizes across output channels instead, since its x vectors would repeat one value in
@@ -85,7 +93,7 @@ int IndexOf(const std::vector<Var>& vars, const std::string& name) {
 // and one gather replaces eight broadcasts and FMAs. C5 alone at batch 1 (Halide JIT, Zen 4):
 // 16 µs across x, 5.6 µs across channels, 35 µs with its weights copied channels innermost on
 // each call. LeNet-5 at batch 1, driven directly: 0.050 → 0.038 ms.
-bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Expr(),
+bool ScheduleBatchInnermost(Func f, const SmallBatch& small_batch = SmallBatch(),
                             int lanes = kLanes, bool across_channels = false) {
   const std::string n = ops::vars().n.name();
   std::vector<Var> args = f.args();
@@ -102,12 +110,15 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
   across_channels = across_channels && args.size() == 4;
   f.compute_root();
   if (storage.size() > 1) {
-    if (!small_batch.defined()) f.reorder_storage(storage);
+    if (!small_batch.condition.defined()) f.reorder_storage(storage);
     f.reorder(std::vector<Halide::VarOrRVar>(storage.begin(), storage.end()));
   }
-  if (small_batch.defined() && storage.size() > 1) {
-    f.specialize(small_batch)
-        .vectorize(across_channels ? args[2] : storage[1], kSmallBatchLanes, across_tail);
+  if (small_batch.condition.defined() && storage.size() > 1) {
+    Halide::Stage small = f.specialize(small_batch.condition);
+    small.vectorize(across_channels ? args[2] : storage[1], kSmallBatchLanes, across_tail);
+    if (small_batch.parallel && !across_channels && storage.size() > 2) {
+      small.parallel(storage.back());
+    }
   }
   f.vectorize(args[n_index], lanes, TailStrategy::RoundUp);
   if (storage.size() > 1) f.parallel(storage.back());
@@ -130,7 +141,7 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
     // accumulator vector stays in a register for the whole reduction.
     Var groups(n + "_groups"), samples(n + "_samples");
     Halide::Stage update = f.update(u);
-    if (small_batch.defined() && pure.size() > 1) {
+    if (small_batch.condition.defined() && pure.size() > 1) {
       // One vector across x (or features, or channels) innermost, then the reduction. The other
       // vectors of a row stay inside the reduction (ScheduleConvPool unrolls them there), the
       // blocks of channels outside it: C5 has 15.
@@ -144,10 +155,13 @@ bool ScheduleBatchInnermost(Func f, const Halide::Expr& small_batch = Halide::Ex
       for (const Var& v : pure) {
         if (v.name() != across.name()) small_order.emplace_back(v);
       }
-      update.specialize(small_batch)
-          .split(across, across, vector, kSmallBatchLanes, across_tail)
+      Halide::Stage small = update.specialize(small_batch.condition);
+      small.split(across, across, vector, kSmallBatchLanes, across_tail)
           .reorder(small_order)
           .vectorize(vector);
+      if (small_batch.parallel && outermost.name() != n && outermost.name() != across.name()) {
+        small.parallel(outermost);
+      }
     }
     update.split(pure[pure_n], groups, samples, lanes, TailStrategy::RoundUp);
     order[0] = samples;
@@ -197,7 +211,7 @@ bool ScheduleRegisterTiled(Func f, int channels, const Halide::Expr& batch, int 
   const std::string n = ops::vars().n.name();
   if (block == 1 || f.num_update_definitions() != 1 || args.size() < 2 ||
       args.back().name() != n || PureUpdateVars(f, 0).size() != args.size()) {
-    return ScheduleBatchInnermost(f, Halide::Expr(), lanes);
+    return ScheduleBatchInnermost(f, SmallBatch(), lanes);
   }
   const Var c = args[args.size() - 2];
   Func tiled = f.in();
@@ -314,18 +328,18 @@ void ReduceChannelsInnermost(Func conv) {
 // Every conv, pool and zero-padded conv input is stored batch-innermost. relu is inlined into
 // its consumer. For inference, a conv → relu → max_pool2d chain computes the conv rows one pool
 // row needs inside the pool's loop over rows, so no full conv output is ever stored.
-void ScheduleConvPool(Func pool, Func conv, const Halide::Expr& small_batch, int lanes) {
+void ScheduleConvPool(Func pool, Func conv, const SmallBatch& small_batch, int lanes) {
   ScheduleBatchInnermost(pool, small_batch, lanes);
   // Allocated once per channel and folded by Halide to the rows in use, not once per row.
   const ops::Vars& v = ops::vars();
   conv.compute_at(pool, v.y).store_at(pool, v.c);
-  if (small_batch.defined()) {
+  if (small_batch.condition.defined()) {
     // Every vector of the conv rows one pool row needs (2 rows × 2 vectors in LeNet's C3)
     // inside the reduction, each its own accumulator: one chain of FMAs waited on each FMA's
     // latency.
     std::vector<Halide::VarOrRVar> order = {Var(v.x.name() + "_lanes"), v.x, v.y};
     for (const Halide::RVar& r : RVars(conv, 0)) order.emplace_back(r);
-    conv.update().specialize(small_batch).reorder(order).unroll(v.x).unroll(v.y);
+    conv.update().specialize(small_batch.condition).reorder(order).unroll(v.x).unroll(v.y);
   }
 }
 
@@ -361,8 +375,15 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
   const Model& model = *s.model;
   const Halide::Expr batch = BatchSize(s);
   const int lanes = SampleLanes(model);
-  const Halide::Expr small_batch =
-      fuse_pools && !large_batch ? batch < kSmallBatch : Halide::Expr();
+  // Small batches run in parallel in segments of at least 4 MFLOP per sample. LeNet-5 has 0.85
+  // and ran faster serially, ResNet-20's residual blocks (a segment each) have about 6 to 7 and
+  // ran faster in parallel (ScheduleBatchInnermost). The threshold between them was not tuned.
+  SmallBatch small_batch;
+  if (fuse_pools && !large_batch) {
+    int64_t flops = 0;
+    for (const auto& [i, lowered] : s.layers) flops += model.flops(model.layers[i]);
+    small_batch = {batch < kSmallBatch, flops >= 4'000'000};
+  }
   std::vector<int> consumers(model.layers.size(), 0);
   for (const Layer& layer : model.layers) {
     for (int in : layer.inputs) ++consumers[in];
@@ -699,7 +720,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
                  /*large_batch=*/forward_batch == ForwardBatch::kLarge);
   if (s.mode == LowerMode::kForward || s.mode == LowerMode::kTrainForward) return;
   for (const Halide::Func& stage : s.loss.stages) {
-    if (!ScheduleBatchInnermost(stage, Halide::Expr(), SampleLanes(*s.model))) {
+    if (!ScheduleBatchInnermost(stage, SmallBatch(), SampleLanes(*s.model))) {
       Func(stage).compute_root();
     }
   }
