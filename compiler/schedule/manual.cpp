@@ -191,10 +191,10 @@ int ChannelBlock(int channels) {
 // to 12 channels (ChannelBlock): the tile's accumulators stay in registers for the whole
 // reduction, each input vector loaded serves every channel of the block, and the block's
 // independent accumulators hide the FMA latency that one accumulator chain waits on. The tiles
-// are copied into a batch-innermost wrapper that every consumer reads. Where `batch` (the run-time batch size) is
-// given, batches of at most 8 samples get tiles of 8 samples × twice the channels. AMD Zen 4
-// splits each 16-lane FMA into two 8-lane halves, so 8-lane vectors lose nothing there.
-// `width`, when given, is f's extent in x (a conv's output width). Falls back to
+// are copied into a batch-innermost wrapper that every consumer reads. Where `batch` (the
+// run-time batch size) is given, batches of at most 8 samples get tiles of 8 samples × twice the
+// channels. AMD Zen 4 splits each 16-lane FMA into two 8-lane halves, so 8-lane vectors lose
+// nothing there. `width`, when given, is f's extent in x (a conv's output width). Falls back to
 // ScheduleBatchInnermost with `lanes` for other Funcs.
 //
 // Measured on ResNet-20 (batch 64, 2 threads, AMD EPYC Zen 4): accumulating a block of channels
@@ -755,7 +755,8 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
     int channels = 0;
     for (const auto& [i, lowered] : s.layers) {
       const Layer& layer = model.layers[i];
-      if (layer.kind == OpKind::kConv2d && layer.groups == 1 && adjoint_of(name, lowered.stages[0])) {
+      if (layer.kind == OpKind::kConv2d && layer.groups == 1 &&
+          adjoint_of(name, lowered.stages[0])) {
         channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
         SkipTapsOutsideOutput(f, layer);
       }
