@@ -144,8 +144,8 @@ bool ScheduleBatchInnermost(Func f, const SmallBatch& small_batch = SmallBatch()
     Halide::Stage update = f.update(u);
     if (small_batch.condition.defined() && pure.size() > 1) {
       // One vector across x (or features, or channels) innermost, then the reduction. The other
-      // vectors of a row stay inside the reduction (ScheduleConvPool unrolls them there), the
-      // blocks of channels outside it: C5 has 15.
+      // vectors of a row stay inside the reduction, where ScheduleConvPool unrolls them. Blocks
+      // of channels go outside it (C5 has 15).
       Var across = pure[pure_n == 0 ? 1 : 0];
       if (across_channels) across = pure[2];
       const Var vector(across.name() + "_lanes");
@@ -335,9 +335,9 @@ void ScheduleConvPool(Func pool, Func conv, const SmallBatch& small_batch, int l
   const ops::Vars& v = ops::vars();
   conv.compute_at(pool, v.y).store_at(pool, v.c);
   if (small_batch.condition.defined()) {
-    // Every vector of the conv rows one pool row needs (2 rows × 2 vectors in LeNet's C3)
-    // inside the reduction, each its own accumulator: one chain of FMAs waited on each FMA's
-    // latency.
+    // Every vector of the conv rows one pool row needs (2 rows × 2 vectors in LeNet's C3) goes
+    // inside the reduction with its own accumulator. With one accumulator, each FMA waited for
+    // the previous one's result.
     std::vector<Halide::VarOrRVar> order = {Var(v.x.name() + "_lanes"), v.x, v.y};
     for (const Halide::RVar& r : RVars(conv, 0)) order.emplace_back(r);
     conv.update().specialize(small_batch.condition).reorder(order).unroll(v.x).unroll(v.y);
@@ -688,9 +688,8 @@ void SkipTapsOutsideOutput(Func f, const Layer& layer) {
   if (update.predicate().defined()) inside = update.predicate() && inside;
   update.predicate() = Halide::Internal::simplify(inside);
 
-  // The same read with its position clamped to the output, which the predicate already keeps
-  // it in: bounds inference does not narrow through predicates, and without the clamp the
-  // output gradient would still be computed over the border.
+  // The predicate keeps the read inside the output, but bounds inference ignores predicates.
+  // Clamping the read's position too stops it computing the output gradient over the border.
   class ClampRead : public Halide::Internal::IRMutator {
    public:
     ClampRead(const Halide::Internal::Call* read, int width, int height)
