@@ -1,5 +1,7 @@
 #include "compiler/lower.h"
 
+#include <map>
+#include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -171,7 +173,121 @@ void LowerLayers(LoweredSegment& s, const ops::Context& context) {
   }
 }
 
+// Replaces, in the adjoints of `s`, each adjoint that Halide 14's autodiff scatters into a
+// layer's input with the layer's gather (ops::InputGather). The autodiff writes such an adjoint
+// as a pure definition (zero, or the gathers of other readers) plus one update per scattered read,
+// each a pass over the reader's domain that reads and writes the whole adjoint. The gather adds
+// the same terms in one pure definition, which the schedules may inline into its consumers.
+// An adjoint is left as it is unless every one of its updates is a scatter that a rule covers.
+// LeNet-5's max-pool inputs had five passes each (zero and 4 window positions), and the inputs
+// of its conv paddings and flatten two each.
+void GatherInputAdjoints(LoweredSegment& s, const Halide::Derivative& d) {
+  const Model& model = *s.model;
+  struct Scattered {
+    Halide::Internal::Function adjoint;
+    std::vector<const ops::InputGather*> rules;
+  };
+  std::map<std::string, Scattered> scattered;  // By adjoint name.
+  for (const auto& [i, lowered] : s.layers) {
+    const ops::InputGather& rule = lowered.input_gather;
+    const int input = model.layers[i].input();
+    if (!rule.gather || !d(rule.reader).defined()) continue;
+    const Halide::Func in = input == s.segment.input ? s.input_func : s.layers.at(input).output;
+    const Halide::Func adjoint = d(in);
+    if (!adjoint.defined()) continue;
+    Scattered& entry = scattered[adjoint.name()];
+    entry.adjoint = adjoint.function();
+    entry.rules.push_back(&rule);
+  }
+
+  std::map<std::string, Halide::Func> gathers;  // By the name of the adjoint they replace.
+  for (const auto& [name, entry] : scattered) {
+    const Halide::Internal::Function& adjoint = entry.adjoint;
+    std::vector<int> scatters(entry.rules.size(), 0);
+    // The pure definition must not read a rule's adjoint too: the gather would count it twice.
+    const std::set<std::string> pure_reads = FuncsRead(adjoint.definition());
+    bool covered = adjoint.has_pure_definition() && adjoint.outputs() == 1;
+    for (const ops::InputGather* rule : entry.rules) {
+      covered = covered && pure_reads.count(d(rule->reader).name()) == 0;
+    }
+    for (const Halide::Internal::Definition& update : adjoint.updates()) {
+      const std::set<std::string> reads = FuncsRead(update);
+      int matches = 0;
+      for (size_t r = 0; r < entry.rules.size(); ++r) {
+        if (reads.count(d(entry.rules[r]->reader).name()) != 0) {
+          ++scatters[r];
+          ++matches;
+        }
+      }
+      covered = covered && matches == 1;
+    }
+    for (size_t r = 0; r < entry.rules.size(); ++r) {
+      covered = covered && scatters[r] == entry.rules[r]->reads;
+    }
+    if (!covered) continue;
+    std::vector<Halide::Var> args;
+    for (const std::string& arg : adjoint.args()) args.emplace_back(arg);
+    const std::vector<Halide::Expr> at(args.begin(), args.end());
+    Halide::Expr value = adjoint.values()[0];
+    if (Halide::Internal::is_const_zero(value)) value = Halide::Expr();
+    for (const ops::InputGather* rule : entry.rules) {
+      const Halide::Expr term = rule->gather(d(rule->reader), at);
+      value = value.defined() ? value + term : term;
+    }
+    Halide::Func gather(name + "_gather");
+    gather(args) = value;
+    gathers[name] = gather;
+  }
+  if (gathers.empty()) return;
+
+  // Every read of a replaced adjoint, in the adjoints, the outputs and the gathers themselves
+  // (one gather may read another's adjoint), now reads its gather. The replaced adjoints keep
+  // their own definitions, which read themselves: Funcs outside the outputs may still read
+  // them.
+  class ReadGathers : public Halide::Internal::IRMutator {
+   public:
+    explicit ReadGathers(const std::map<std::string, Halide::Func>& gathers) : gathers_(gathers) {}
+    using IRMutator::visit;
+    Halide::Expr visit(const Halide::Internal::Call* call) override {
+      const auto it = call->call_type == Halide::Internal::Call::Halide
+                          ? gathers_.find(call->name)
+                          : gathers_.end();
+      if (it == gathers_.end()) return IRMutator::visit(call);
+      std::vector<Halide::Expr> args;
+      for (const Halide::Expr& arg : call->args) args.push_back(mutate(arg));
+      return Halide::Internal::Call::make(it->second.function(), args, call->value_index);
+    }
+
+   private:
+    const std::map<std::string, Halide::Func>& gathers_;
+  } read_gathers(gathers);
+  // With d input too where the segment does not output it: tests compute it.
+  std::vector<Halide::Internal::Function> outputs = {s.input_grad.function()};
+  for (const Halide::Func& f : s.outputs()) outputs.push_back(f.function());
+  for (auto& [name, function] : Halide::Internal::build_environment(outputs)) {
+    if (gathers.count(name) == 0) function.mutate(&read_gathers);
+  }
+  for (auto& [name, gather] : gathers) {
+    gather.function().mutate(&read_gathers);
+    s.gathers.push_back(gather);
+  }
+}
+
 }  // namespace
+
+std::set<std::string> FuncsRead(const Halide::Internal::Definition& definition) {
+  class Reads : public Halide::Internal::IRGraphVisitor {
+   public:
+    using IRGraphVisitor::visit;
+    void visit(const Halide::Internal::Call* call) override {
+      IRGraphVisitor::visit(call);
+      if (call->call_type == Halide::Internal::Call::Halide) names.insert(call->name);
+    }
+    std::set<std::string> names;
+  } reads;
+  definition.accept(&reads);
+  return reads.names;
+}
 
 const char* LowerModeName(LowerMode mode) {
   switch (mode) {
@@ -322,6 +438,7 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
   s.input_grad = Halide::Func(s.first ? "images_grad" : "input_grad");
   s.input_grad(vars) = d(s.input_func)(vars);
   s.input_grad.set_estimates(TensorRegion(in_shape, model.batch_size));
+  GatherInputAdjoints(s, d);
   return s;
 }
 

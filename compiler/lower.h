@@ -25,6 +25,7 @@
 #define KILN_COMPILER_LOWER_H_
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,9 @@ struct LoweredSegment {
   std::vector<Halide::Func> grads;
   std::vector<int> grad_params;
   Halide::Func input_grad;  ///< d loss / d input.
+  /// The gathers that replaced adjoints which the autodiff scattered into layer inputs
+  /// (ops::InputGather), "<adjoint>_gather".
+  std::vector<Halide::Func> gathers;
   /// Whether the functions output input_grad: not in the first segment, nor where every
   /// segment before is frozen (NeedsInputGrad in model.h).
   bool needs_input_grad = false;
@@ -77,6 +81,9 @@ struct LoweredSegment {
   /// Outputs of the compiled function in order (see the file comment).
   std::vector<Halide::Func> outputs() const;
 };
+
+/// The names of the Funcs that `definition` reads.
+std::set<std::string> FuncsRead(const Halide::Internal::Definition& definition);
 
 /// Lowers segment `index` of `model` in `mode`. kTrainLast applies to the last segment only,
 /// kTrainForward and kBackward to the others.

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -418,6 +419,66 @@ TEST(MaxPool2dGradient, Kernel3Stride2) {
   ExpectGradientsMatchFiniteDifferences(*model, "max_pool2d", check);
 }
 
+// Finite differences cannot check a window with a tie, whose loss has a kink at the tie. Such a
+// window's whole gradient goes to its first maximum in row-major order, as in PyTorch's CPU
+// kernel, and the other positions get none.
+TEST(MaxPool2dGradient, TiesGoToFirstMaximum) {
+  ModelBuilder net("pool_ties", ModelOptions{2});
+  Tensor x = net.input(3, 4, 6);
+  x = net.max_pool2d(x, 2, 2);
+  absl::StatusOr<Model> model = WithDenseHead(net, x);
+  ASSERT_TRUE(model.ok()) << model.status();
+  absl::StatusOr<std::unique_ptr<CompiledModel>> compiled =
+      CompiledModel::Compile(*model, Scheduler::kManual);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  GradientCheck check;
+  check.batch = 2;
+  Inputs inputs = RandomInputs(*model, check);
+  std::mt19937 rng(7);
+  for (size_t i = 0; i < inputs.images.number_of_elements(); ++i) {
+    inputs.images.data()[i] = static_cast<float>(rng() % 3);  // Windows of 0, 1 and 2 tie often.
+  }
+  const Gradients gradients = (*compiled)->Backward(inputs);
+
+  int tied_windows = 0;
+  for (int n = 0; n < 2; ++n) {
+    for (int c = 0; c < 3; ++c) {
+      for (int y = 0; y < 4; y += 2) {
+        for (int x = 0; x < 6; x += 2) {
+          int first_x = x, first_y = y, maxima = 0;
+          for (int ky = 0; ky < 2; ++ky) {
+            for (int kx = 0; kx < 2; ++kx) {
+              const float value = inputs.images(x + kx, y + ky, c, n);
+              const float best = inputs.images(first_x, first_y, c, n);
+              if (value > best) {
+                first_x = x + kx;
+                first_y = y + ky;
+                maxima = 1;
+              } else if (value == best) {
+                ++maxima;
+              }
+            }
+          }
+          tied_windows += maxima > 1;
+          for (int ky = 0; ky < 2; ++ky) {
+            for (int kx = 0; kx < 2; ++kx) {
+              const float g = gradients.images(x + kx, y + ky, c, n);
+              if (x + kx == first_x && y + ky == first_y) {
+                EXPECT_NE(g, 0.0f) << "first maximum of window (" << x << ", " << y << ", " << c
+                                   << ", " << n << ")";
+              } else {
+                EXPECT_EQ(g, 0.0f) << "position (" << x + kx << ", " << y + ky << ", " << c
+                                   << ", " << n << ")";
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(tied_windows, 5) << "too few windows with ties to test them";
+}
+
 // ---- flatten ---------------------------------------------------------------------------------
 
 // An input with H·W > 1 takes flatten's div/mod indexing, and a C×1×1 input its direct one.
@@ -498,6 +559,39 @@ TEST(CrossEntropyGradient, LargeLogits) {
   check.image_scale = 90;
   check.eps = 0.1f;
   ExpectGradientsMatchFiniteDifferences(*model, "cross_entropy", check);
+}
+
+// ---- gathers in place of scatters -------------------------------------------------------------
+// The lowering replaces the adjoints that Halide's autodiff scatters into a conv's padded input,
+// a tiling max_pool2d's input and a flatten's input with gathers (GatherInputAdjoints). The
+// tests above check the gradients. This one checks that the replacement happens, since the
+// autodiff's own form gives the same gradients, only slower.
+TEST(GatherInputAdjoints, ReplaceSmallLenetScatters) {
+  absl::StatusOr<Model> model = test_models::SmallLenet(4);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const LoweredSegment s = LowerSegment(*model, 0, LowerMode::kTrainLast);
+  // conv1's padding of the images, max_pool2d1's input (relu1) and conv2's padding of its output,
+  // max_pool2d2's input (relu2) and flatten's input (max_pool2d2).
+  ASSERT_EQ(s.gathers.size(), 5u);
+  std::vector<Halide::Internal::Function> outputs = {s.input_grad.function()};
+  for (const Halide::Func& f : s.outputs()) outputs.push_back(f.function());
+  const std::map<std::string, Halide::Internal::Function> env =
+      Halide::Internal::build_environment(outputs);
+  for (const Halide::Func& gather : s.gathers) {
+    EXPECT_EQ(env.count(gather.name()), 1u) << gather.name() << " is not read";
+    EXPECT_FALSE(gather.has_update_definition()) << gather.name();
+  }
+  // No scatter into an image tensor is left: no update writes to a computed position, such as
+  // x·2 + k or a clamp. (The loss keeps one, in its scan over classes.)
+  for (const auto& [name, function] : env) {
+    if (function.dimensions() != 4) continue;
+    for (const Halide::Internal::Definition& update : function.updates()) {
+      for (const Halide::Expr& arg : update.args()) {
+        EXPECT_NE(arg.as<Halide::Internal::Variable>(), nullptr)
+            << name << " scatters to position " << arg;
+      }
+    }
+  }
 }
 
 // ---- schedules -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ LoweredLayer Activation(const Layer& layer, Halide::Func in) {
   }
   Halide::Func out(layer.name);
   out(args) = out_value;
-  return {out, {}, {}};
+  return {out, {}, {}, {}};
 }
 
 }  // namespace kiln::ops

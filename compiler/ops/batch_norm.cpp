@@ -17,7 +17,7 @@ LoweredLayer BatchNorm(const Layer& layer, const std::vector<int64_t>& in_shape,
   if (!context.training) {
     out(args) = affine((in(args) - running_mean(channel)) /
                        Halide::sqrt(running_var(channel) + layer.eps));
-    return {out, {}, {}};
+    return {out, {}, {}, {}};
   }
 
   // Batch statistics over samples and positions, with the variance from a second pass over the
@@ -54,7 +54,7 @@ LoweredLayer BatchNorm(const Layer& layer, const std::vector<int64_t>& in_shape,
   new_mean(channel) = (1 - m) * running_mean(channel) + m * mean(channel);
   Halide::Func new_var(layer.name + "_new_running_var");
   new_var(channel) = (1 - m) * running_var(channel) + m * square_sum(channel) / (count - 1);
-  return {out, {sum, mean, square_sum, inv_std}, {new_mean, new_var}};
+  return {out, {sum, mean, square_sum, inv_std}, {new_mean, new_var}, {}};
 }
 
 }  // namespace kiln::ops

@@ -14,6 +14,15 @@ std::vector<Halide::Var> TensorVars(size_t rank) {
   return {v.x, v.y, v.c, v.n};
 }
 
+Halide::Expr ReadInside(Halide::Func f, const std::vector<Halide::Expr>& at, int width,
+                        int height, Halide::Expr outside) {
+  const Halide::Expr x = at[0], y = at[1];
+  return Halide::select(x >= 0 && x < width && y >= 0 && y < height,
+                        f(Halide::clamp(x, 0, width - 1), Halide::clamp(y, 0, height - 1), at[2],
+                          at[3]),
+                        outside);
+}
+
 LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Halide::Func in,
                     Halide::Func weight, Halide::Func bias) {
   const Vars& v = vars();
@@ -31,9 +40,14 @@ LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   // The input reads as zero outside its W x H extent, so padded and over-computed (vector tail)
   // positions never read another sample's memory.
   Halide::Func padded(layer.name + "_padded");
-  padded(v.x, v.y, v.c, v.n) = Halide::select(
-      v.x >= 0 && v.x < width && v.y >= 0 && v.y < height,
-      in(Halide::clamp(v.x, 0, width - 1), Halide::clamp(v.y, 0, height - 1), v.c, v.n), 0.0f);
+  padded(v.x, v.y, v.c, v.n) = ReadInside(in, {v.x, v.y, v.c, v.n}, width, height, 0.0f);
+  // The input's gradient is the padded input's, inside the input. The autodiff's own form zeroes
+  // it and then adds the padded input's gradient in a second pass.
+  InputGather input_gather{padded, 1,
+                           [width, height](Halide::Func padded_grad,
+                                           const std::vector<Halide::Expr>& at) {
+                             return ReadInside(padded_grad, at, width, height, 0.0f);
+                           }};
 
   Halide::RDom r(0, k, 0, k, 0, group_in, layer.name + "_r");
   Halide::Func conv(layer.name);
@@ -51,7 +65,7 @@ LoweredLayer Conv2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   conv(v.x, v.y, v.c, v.n) +=
       weight(r.x, r.y, r.z, v.c) *
       padded(x * stride + r.x * dilation - pad, y * stride + r.y * dilation - pad, channel, v.n);
-  return {conv, {padded}};
+  return {conv, {padded}, {}, input_gather};
 }
 
 }  // namespace kiln::ops

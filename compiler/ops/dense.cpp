@@ -10,7 +10,7 @@ LoweredLayer Dense(const Layer& layer, const std::vector<int64_t>& in_shape, Hal
   Halide::Func out(layer.name);
   out(v.f, v.n) = bias.defined() ? bias(v.f) : Halide::Expr(0.0f);
   out(v.f, v.n) += weight(r, v.f) * in(r, v.n);
-  return {out, {}};
+  return {out, {}, {}, {}};
 }
 
 }  // namespace kiln::ops

@@ -25,7 +25,7 @@ LoweredLayer Dropout(const Layer& layer, const std::vector<int64_t>& in_shape, H
   Halide::Func out(layer.name);
   if (!context.training || layer.p == 0) {
     out(args) = in(args);
-    return {out, {}, {}};
+    return {out, {}, {}, {}};
   }
   // The element's index in the batch, in PyTorch's memory order.
   Halide::Expr index = Halide::cast<uint32_t>(args.back());
@@ -39,7 +39,7 @@ LoweredLayer Dropout(const Layer& layer, const std::vector<int64_t>& in_shape, H
   Halide::Expr unit = Halide::cast<float>(bits >> 8) * (1.0f / 16777216.0f);
   const float scale = 1.0f / (1.0f - layer.p);
   out(args) = Halide::select(unit >= layer.p, in(args) * scale, 0.0f);
-  return {out, {}, {}};
+  return {out, {}, {}, {}};
 }
 
 }  // namespace kiln::ops

@@ -7,7 +7,7 @@ LoweredLayer Add(const Layer& layer, Halide::Func a, Halide::Func b) {
   std::vector<Halide::Var> args = a.args();
   Halide::Func out(layer.name);
   out(args) = a(args) + b(args);
-  return {out, {}, {}};
+  return {out, {}, {}, {}};
 }
 
 LoweredLayer Concat(const Layer& layer, const std::vector<Halide::Func>& ins,
@@ -25,7 +25,7 @@ LoweredLayer Concat(const Layer& layer, const std::vector<Halide::Func>& ins,
   }
   Halide::Func out(layer.name);
   out(v.x, v.y, v.c, v.n) = value;
-  return {out, {}, {}};
+  return {out, {}, {}, {}};
 }
 
 }  // namespace kiln::ops

@@ -10,12 +10,25 @@
 #ifndef KILN_COMPILER_OPS_OPS_H_
 #define KILN_COMPILER_OPS_OPS_H_
 
+#include <functional>
 #include <vector>
 
 #include "Halide.h"
 #include "compiler/model.h"
 
 namespace kiln::ops {
+
+/// An op's input gradient written as a gather, for reads whose position Halide 14's autodiff
+/// cannot invert (x·s + k with s > 1, a clamped or flattened index). For those it zeroes the
+/// input's adjoint and then adds each read's contribution in a pass over the reader's domain,
+/// one pass per read. The lowering replaces those passes with `gather` (GatherInputAdjoints in
+/// compiler/lower.cpp).
+struct InputGather {
+  Halide::Func reader;  ///< The op's Func that reads its input.
+  int reads = 0;        ///< How many times `reader`'s definition reads the input.
+  /// Given the adjoint of `reader`, the input's adjoint at position `at`, (x, y, c, n) or (f, n).
+  std::function<Halide::Expr(Halide::Func, const std::vector<Halide::Expr>&)> gather;
+};
 
 /// The Funcs of one lowered layer. `output` is what the next layer reads, and `stages` contains
 /// the layer's other Funcs that a schedule may place (e.g. a conv's zero-padded input).
@@ -24,6 +37,8 @@ struct LoweredLayer {
   std::vector<Halide::Func> stages;
   /// batch_norm in training: the updated running mean and variance, (c).
   std::vector<Halide::Func> new_buffers;
+  /// The input gradient as a gather, where the op has one (see InputGather).
+  InputGather input_gather;
 };
 
 /// Indexing variables shared by all ops.
@@ -33,6 +48,11 @@ struct Vars {
 const Vars& vars();
 /// The pure variables of a tensor of per-sample rank `rank`: (x, y, c, n) or (f, n).
 std::vector<Halide::Var> TensorVars(size_t rank);
+
+/// `f` at `at` = (x, y, c, n) inside the width × height plane and `outside` elsewhere. The read's
+/// position is clamped to the plane, so bounds inference never asks `f` for positions outside.
+Halide::Expr ReadInside(Halide::Func f, const std::vector<Halide::Expr>& at, int width,
+                        int height, Halide::Expr outside);
 
 /// The step's state that ops read besides tensors.
 struct Context {

@@ -25,9 +25,7 @@ LoweredLayer Pool2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   if (!inside) {
     source = Halide::Func(layer.name + "_padded");
     const float outside = max ? -std::numeric_limits<float>::infinity() : 0.0f;
-    source(v.x, v.y, v.c, v.n) = Halide::select(
-        v.x >= 0 && v.x < width && v.y >= 0 && v.y < height,
-        in(Halide::clamp(v.x, 0, width - 1), Halide::clamp(v.y, 0, height - 1), v.c, v.n), outside);
+    source(v.x, v.y, v.c, v.n) = ReadInside(in, {v.x, v.y, v.c, v.n}, width, height, outside);
     stages.push_back(source);
   }
 
@@ -61,7 +59,41 @@ LoweredLayer Pool2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   }
   Halide::Func out(layer.name);
   out(v.x, v.y, v.c, v.n) = total;
-  return {out, stages, {}};
+  LoweredLayer lowered{out, stages, {}, {}};
+  if (inside && pad == 0 && stride == k) {
+    // Windows that tile the input: each input position lies in at most one window, the one at
+    // (x / k, y / k), and gets that window's gradient: all of it where max pooling kept this
+    // position, a k²-th of it for average pooling. Positions past the last window get none.
+    const int out_width = static_cast<int>(layer.output_shape[2]);
+    const int out_height = static_cast<int>(layer.output_shape[1]);
+    lowered.input_gather = {
+        out, k * k,
+        [=](Halide::Func out_grad, const std::vector<Halide::Expr>& at) {
+          const Halide::Expr x = Halide::clamp(at[0] / k, 0, out_width - 1);
+          const Halide::Expr y = Halide::clamp(at[1] / k, 0, out_height - 1);
+          const Halide::Expr covered =
+              at[0] >= 0 && at[0] < out_width * k && at[1] >= 0 && at[1] < out_height * k;
+          const Halide::Expr grad = out_grad(x, y, at[2], at[3]);
+          if (!max) return Halide::select(covered, grad / static_cast<float>(k * k), 0.0f);
+          // The window position the forward's select chain keeps: the last one whose value
+          // exceeds the maximum of those before it.
+          Halide::Expr best, kept = 0;
+          for (int ky = 0; ky < k; ++ky) {
+            for (int kx = 0; kx < k; ++kx) {
+              Halide::Expr value = in(x * k + kx, y * k + ky, at[2], at[3]);
+              if (!best.defined()) {
+                best = value;
+                continue;
+              }
+              const Halide::Expr greater = value > best;
+              kept = Halide::select(greater, ky * k + kx, kept);
+              best = Halide::select(greater, value, best);
+            }
+          }
+          return Halide::select(covered && kept == (at[1] % k) * k + at[0] % k, grad, 0.0f);
+        }};
+  }
+  return lowered;
 }
 
 LoweredLayer GlobalAvgPool2d(const Layer& layer, const std::vector<int64_t>& in_shape,
@@ -75,7 +107,7 @@ LoweredLayer GlobalAvgPool2d(const Layer& layer, const std::vector<int64_t>& in_
   sum(v.c, v.n) += in(r.x, r.y, v.c, v.n);
   Halide::Func out(layer.name);
   out(v.x, v.y, v.c, v.n) = sum(v.c, v.n) * (1.0f / static_cast<float>(width * height));
-  return {out, {sum}, {}};
+  return {out, {sum}, {}, {}};
 }
 
 }  // namespace kiln::ops

@@ -493,9 +493,12 @@ void ScheduleLayers(const LoweredSegment& s, bool fuse_pools, bool large_batch =
 // ---- gradients (adjoints from propagate_adjoints) ---------------------------------------------
 // propagate_adjoints makes one adjoint Func per forward definition, named
 // "<forward>_<definition>_d_def__", with the forward Func's dimensions. Kiln's ops give them
-// three shapes, all batch-innermost except the last:
+// four shapes, all batch-innermost except the last:
 //  - gathers (a conv's input gradient): pure in (x, y, c, n), reducing over taps and channels;
-//  - scatters (max_pool2d and padding adjoints): update left-hand sides of RVars, pure in (c, n);
+//  - scatters (a strided conv's input gradient, overlapping max_pool2d windows): update
+//    left-hand sides of RVars, pure in (c, n);
+//  - the gathers that replace the other scatters ("<adjoint>_gather", GatherInputAdjoints in
+//    compiler/lower.cpp): pure, a select of one or a few reads;
 //  - parameter gradients: pure in the parameter's indices, reducing over space and the batch.
 // Parameter gradients sum the batch in vector lanes with rfactor, then add the lanes.
 
@@ -633,9 +636,18 @@ void ScheduleBatchReduction(Func f, const std::vector<int64_t>& shape, int lanes
     order.insert(order.end(), space.begin(), space.end());
     order.emplace_back(groups);
     for (size_t i = taps; i < pure.size(); ++i) order.emplace_back(pure[i]);
-    partial.compute_root().reorder_storage(storage).vectorize(lane).parallel(pure.back());
-    partial.update().reorder(order).vectorize(lane).parallel(pure.back());
+    partial.reorder_storage(storage).vectorize(lane);
+    partial.update().reorder(order).vectorize(lane);
     update.parallel(pure.back());
+    if (u + 1 == f.num_update_definitions()) {
+      // Each task computes its slice of the lane sums and adds them, in one parallel loop
+      // instead of three (the sums' zeroing, the sums, the additions). LeNet-5's training step
+      // (driven directly, batch 64, 2 threads, Zen 4): 1.12 → 1.09 ms, 14 parallel loops fewer.
+      partial.compute_at(f, pure.back());
+    } else {
+      partial.compute_root().parallel(pure.back());
+      partial.update().parallel(pure.back());
+    }
   }
 }
 
@@ -738,8 +750,24 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
 
   std::vector<Halide::Internal::Function> outputs;
   for (const Halide::Func& f : pipeline.outputs()) outputs.push_back(f.function());
-  for (const auto& [name, function] : Halide::Internal::build_environment(outputs)) {
+  const std::map<std::string, Halide::Internal::Function> env =
+      Halide::Internal::build_environment(outputs);
+  // The Funcs that some update definition reads: a gather read there is read many times.
+  std::set<std::string> read_by_updates;
+  for (const auto& [name, function] : env) {
+    for (const Halide::Internal::Definition& update : function.updates()) {
+      read_by_updates.merge(FuncsRead(update));
+    }
+  }
+  for (const auto& [name, function] : env) {
     if (name.find("_d_def__") == std::string::npos) continue;
+    // A gather read only by pure definitions (elementwise adjoints, such as ReLU's) is inlined
+    // into them. LeNet-5's training step (generated function driven directly, batch 64,
+    // 2 threads, Zen 4): 1.26 ms with the scatters, 1.18 ms with the gathers stored, 1.13 ms
+    // with them inlined.
+    const bool gather = std::any_of(s.gathers.begin(), s.gathers.end(),
+                                    [&](const Func& g) { return g.name() == name; });
+    if (gather && read_by_updates.count(name) == 0) continue;
     Func f(function);
     bool of_parameter = false;
     for (size_t i = 0; i < s.param_funcs.size() && !of_parameter; ++i) {
@@ -749,8 +777,10 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
       ScheduleBatchReduction(f, p.shape, SampleLanes(model));
     }
     if (of_parameter || (function.updates().empty() && IsCopy(function))) continue;
-    // A conv's input gradient gathers over its output channels: blocked over input channels
-    // like the forward conv over output channels.
+    // A conv's input gradient gathers over its output channels, and a dense layer's over its
+    // output features: blocked over input channels (features) like the forward layer over
+    // output channels. With the dense layers' input gradients blocked too, LeNet-5's training
+    // step (driven directly, batch 64, 2 threads, Zen 4) took 1.06 ms, not 1.09.
     int channels = 0;
     for (const auto& [i, lowered] : s.layers) {
       const Layer& layer = model.layers[i];
@@ -758,6 +788,11 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
           adjoint_of(name, lowered.stages[0])) {
         channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
         SkipTapsOutsideOutput(f, layer);
+      }
+      const Halide::Func in =
+          layer.input() == s.segment.input ? s.input_func : s.layers.at(layer.input()).output;
+      if (layer.kind == OpKind::kDense && adjoint_of(name, in)) {
+        channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
       }
     }
     // Copies stay inlined; everything else is stored once, since several reductions read it.
