@@ -50,7 +50,7 @@ const Vars& vars();
 std::vector<Halide::Var> TensorVars(size_t rank);
 
 /// `f` at `at` = (x, y, c, n) inside the width × height plane and `outside` elsewhere. The read's
-/// position is clamped to the plane, so bounds inference never asks `f` for positions outside.
+/// position is clamped to the plane, so bounds inference never requests `f` outside it.
 Halide::Expr ReadInside(Halide::Func f, const std::vector<Halide::Expr>& at, int width,
                         int height, Halide::Expr outside);
 

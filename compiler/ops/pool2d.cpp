@@ -62,8 +62,8 @@ LoweredLayer Pool2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
   LoweredLayer lowered{out, stages, {}, {}};
   if (inside && pad == 0 && stride == k) {
     // Windows that tile the input: each input position lies in at most one window, the one at
-    // (x / k, y / k), and gets that window's gradient: all of it where max pooling kept this
-    // position, a k²-th of it for average pooling. Positions past the last window get none.
+    // (x / k, y / k). Max pooling gives the window's whole gradient to the position it chose,
+    // average pooling a k²-th of it to each. Positions past the last window get none.
     const int out_width = static_cast<int>(layer.output_shape[2]);
     const int out_height = static_cast<int>(layer.output_shape[1]);
     lowered.input_gather = {
@@ -75,9 +75,9 @@ LoweredLayer Pool2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
               at[0] >= 0 && at[0] < out_width * k && at[1] >= 0 && at[1] < out_height * k;
           const Halide::Expr grad = out_grad(x, y, at[2], at[3]);
           if (!max) return Halide::select(covered, grad / static_cast<float>(k * k), 0.0f);
-          // The window position the forward's select chain keeps: the last one whose value
+          // The window position the forward's select chain chooses: the last one whose value
           // exceeds the maximum of those before it.
-          Halide::Expr best, kept = 0;
+          Halide::Expr best, chosen = 0;
           for (int ky = 0; ky < k; ++ky) {
             for (int kx = 0; kx < k; ++kx) {
               Halide::Expr value = in(x * k + kx, y * k + ky, at[2], at[3]);
@@ -86,11 +86,11 @@ LoweredLayer Pool2d(const Layer& layer, const std::vector<int64_t>& in_shape, Ha
                 continue;
               }
               const Halide::Expr greater = value > best;
-              kept = Halide::select(greater, ky * k + kx, kept);
+              chosen = Halide::select(greater, ky * k + kx, chosen);
               best = Halide::select(greater, value, best);
             }
           }
-          return Halide::select(covered && kept == (at[1] % k) * k + at[0] % k, grad, 0.0f);
+          return Halide::select(covered && chosen == (at[1] % k) * k + at[0] % k, grad, 0.0f);
         }};
   }
   return lowered;
