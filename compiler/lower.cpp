@@ -94,9 +94,6 @@ Halide::Region ShapeRegion(const std::vector<int64_t>& shape) {
 // Lowers the layers of `s` up to (not including) the loss.
 void LowerLayers(LoweredSegment& s, const ops::Context& context) {
   const Model& model = *s.model;
-  auto func_of = [&](int layer) {
-    return layer == s.segment.input ? s.input_func : s.layers.at(layer).output;
-  };
   int dropout_salt = 0;
   for (int i = s.segment.first; i <= s.segment.last; ++i) {
     if (IsLoss(model.layers[i].kind)) break;
@@ -104,7 +101,7 @@ void LowerLayers(LoweredSegment& s, const ops::Context& context) {
     Layer layer = model.layers[i];
     layer.name = HalideName(layer.name);
     const std::vector<int64_t>& in_shape = model.layers[layer.input()].output_shape;
-    Halide::Func in = func_of(layer.input());
+    Halide::Func in = s.func_of(layer.input());
     auto param = [&](size_t k) {
       if (k >= layer.params.size()) return Halide::Func();
       for (size_t j = 0; j < s.param_indices.size(); ++j) {
@@ -132,12 +129,12 @@ void LowerLayers(LoweredSegment& s, const ops::Context& context) {
       case OpKind::kAdaptiveAvgPool2d: lowered = ops::GlobalAvgPool2d(layer, in_shape, in); break;
       case OpKind::kFlatten: lowered = ops::Flatten(layer, in_shape, in); break;
       case OpKind::kDense: lowered = ops::Dense(layer, in_shape, in, param(0), param(1)); break;
-      case OpKind::kAdd: lowered = ops::Add(layer, in, func_of(layer.inputs[1])); break;
+      case OpKind::kAdd: lowered = ops::Add(layer, in, s.func_of(layer.inputs[1])); break;
       case OpKind::kConcat: {
         std::vector<Halide::Func> ins;
         std::vector<int64_t> channels;
         for (int input : layer.inputs) {
-          ins.push_back(func_of(input));
+          ins.push_back(s.func_of(input));
           channels.push_back(model.layers[input].output_shape[0]);
         }
         lowered = ops::Concat(layer, ins, channels);
@@ -192,8 +189,7 @@ void GatherInputAdjoints(LoweredSegment& s, const Halide::Derivative& d) {
     const ops::InputGather& rule = lowered.input_gather;
     const int input = model.layers[i].input();
     if (!rule.gather || !d(rule.reader).defined()) continue;
-    const Halide::Func in = input == s.segment.input ? s.input_func : s.layers.at(input).output;
-    const Halide::Func adjoint = d(in);
+    const Halide::Func adjoint = d(s.func_of(input));
     if (!adjoint.defined()) continue;
     Scattered& entry = scattered[adjoint.name()];
     entry.adjoint = adjoint.function();
@@ -297,6 +293,10 @@ const char* LowerModeName(LowerMode mode) {
     case LowerMode::kTrainLast: return "train_last";
   }
   return "unknown";
+}
+
+Halide::Func LoweredSegment::func_of(int layer) const {
+  return layer == segment.input ? input_func : layers.at(layer).output;
 }
 
 std::vector<Halide::Argument> LoweredSegment::arguments() const {

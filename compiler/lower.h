@@ -76,6 +76,8 @@ struct LoweredSegment {
   /// segment before is frozen (NeedsInputGrad in model.h).
   bool needs_input_grad = false;
 
+  /// The Func that reads as layer `layer`'s output: `input_func` for the segment's input.
+  Halide::Func func_of(int layer) const;
   /// Arguments of the compiled function in order (see the file comment).
   std::vector<Halide::Argument> arguments() const;
   /// Outputs of the compiled function in order (see the file comment).

@@ -800,9 +800,7 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
         SkipTapsOutsideOutput(f, layer);
       }
       if (layer.kind == OpKind::kDense) {
-        const Halide::Func in =
-            layer.input() == s.segment.input ? s.input_func : s.layers.at(layer.input()).output;
-        if (adjoint_of(name, in)) {
+        if (adjoint_of(name, s.func_of(layer.input()))) {
           channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
         }
       }
