@@ -47,7 +47,7 @@ absl::Status CheckEntries(const CompiledModel& model, const std::vector<ParamInf
   return absl::OkStatus();
 }
 
-absl::Status CheckSize(const CompiledModel& model, const std::vector<float>& values,
+absl::Status CheckSize(const CompiledModel& model, const FloatArray& values,
                        int64_t expected, absl::string_view what) {
   if (static_cast<int64_t>(values.size()) == expected) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat("cannot save a checkpoint of model '", model.name,
@@ -57,7 +57,7 @@ absl::Status CheckSize(const CompiledModel& model, const std::vector<float>& val
 
 // Adds the F32 tensor `name` with the values of `p` in `array`. Fails when the name is taken.
 absl::Status AddTensor(const std::string& path, const std::string& name, const ParamInfo& p,
-                       const std::vector<float>& array, TensorFile& file) {
+                       const FloatArray& array, TensorFile& file) {
   absl::StatusOr<TensorData> tensor =
       MakeF32(p.shape, absl::MakeConstSpan(array).subspan(p.offset, p.numel));
   if (!tensor.ok()) return tensor.status();
@@ -69,13 +69,13 @@ absl::Status AddTensor(const std::string& path, const std::string& name, const P
   return absl::OkStatus();
 }
 
-void CopyF32(const TensorData& tensor, const ParamInfo& p, std::vector<float>& array) {
+void CopyF32(const TensorData& tensor, const ParamInfo& p, FloatArray& array) {
   if (p.numel == 0) return;
   std::copy(tensor.f32(), tensor.f32() + p.numel, array.begin() + p.offset);
 }
 
 // Moves `values` into `array`, copying when the sizes match so that `array` keeps its storage.
-void Replace(std::vector<float>& array, std::vector<float>&& values) {
+void Replace(FloatArray& array, FloatArray&& values) {
   if (array.size() == values.size()) {
     std::copy(values.begin(), values.end(), array.begin());
   } else {
@@ -182,7 +182,7 @@ absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path) {
 }
 
 absl::Status CheckFiniteValues(const std::string& source, const std::vector<ParamInfo>& infos,
-                               const std::vector<float>& values) {
+                               const FloatArray& values) {
   for (const ParamInfo& p : infos) {
     for (int64_t i = 0; i < p.numel; ++i) {
       const float value = values[p.offset + i];
@@ -201,7 +201,7 @@ absl::Status SaveCheckpoint(const std::string& path, const CompiledModel& model,
   if (status.ok()) status = CheckSize(model, state.params, model.num_params, "parameter");
   if (status.ok()) status = CheckSize(model, state.velocity, model.num_params, "momentum");
   if (status.ok()) status = CheckSize(model, state.buffers, model.num_buffer_values, "buffer");
-  for (const std::vector<float>* moment : {&state.exp_avg, &state.exp_avg_sq}) {
+  for (const FloatArray* moment : {&state.exp_avg, &state.exp_avg_sq}) {
     if (status.ok() && !moment->empty()) {
       status = CheckSize(model, *moment, model.num_params, "Adam moment");
     }
@@ -285,7 +285,7 @@ absl::StatusOr<std::map<std::string, std::string>> LoadCheckpoint(
   ModelState loaded = ZeroState(model);
   // Copies the file's tensors named prefix + parameter name into `array`, which is first resized
   // to the model's size and zeroed, unless it is optional and the file has none of them.
-  auto load_state = [&](absl::string_view prefix, std::vector<float>& array, bool optional) {
+  auto load_state = [&](absl::string_view prefix, FloatArray& array, bool optional) {
     bool any = false;
     for (const ParamInfo& p : model.params) {
       any = any || file->tensors.count(absl::StrCat(prefix, p.name)) > 0;
@@ -323,8 +323,8 @@ absl::StatusOr<PretrainedReport> LoadPretrained(const std::string& path,
   PretrainedReport report;
   std::vector<std::string> missing;
   // (tensor, its entry, its array) to copy once everything is checked.
-  std::vector<std::tuple<const TensorData*, const ParamInfo*, std::vector<float>*>> copies;
-  auto take = [&](const ParamInfo& p, std::vector<float>& array) {
+  std::vector<std::tuple<const TensorData*, const ParamInfo*, FloatArray*>> copies;
+  auto take = [&](const ParamInfo& p, FloatArray& array) {
     const auto found = file->tensors.find(p.name);
     if (found == file->tensors.end()) {
       missing.push_back(absl::StrCat("tensor '", p.name, "' is missing (expected shape ",

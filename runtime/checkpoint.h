@@ -33,6 +33,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "runtime/compiled_model.h"
+#include "runtime/huge_pages.h"
 #include "runtime/safetensors.h"
 
 namespace kiln {
@@ -42,12 +43,12 @@ namespace kiln {
 /// [p.offset, p.offset + p.numel). `buffers` has `num_buffer_values` values laid out by
 /// CompiledModel::buffers.
 struct ModelState {
-  std::vector<float> params;
-  std::vector<float> velocity;
-  std::vector<float> buffers;
+  FloatArray params;
+  FloatArray velocity;
+  FloatArray buffers;
   /// Adam's moments: `num_params` values each, or empty when the run does not use Adam.
-  std::vector<float> exp_avg;
-  std::vector<float> exp_avg_sq;
+  FloatArray exp_avg;
+  FloatArray exp_avg_sq;
 };
 
 /// The name prefixes of optimizer-state tensors in a checkpoint.
@@ -100,7 +101,7 @@ absl::StatusOr<TensorFile> ReadCheckpointFile(const std::string& path);
 /// Returns an error naming `source` and the first tensor of `infos` whose values in `values` (a
 /// flat array laid out by `infos`) include a NaN or an infinity.
 absl::Status CheckFiniteValues(const std::string& source, const std::vector<ParamInfo>& infos,
-                               const std::vector<float>& values);
+                               const FloatArray& values);
 
 /// The tensors LoadPretrained copied from a checkpoint, and those it left alone.
 struct PretrainedReport {

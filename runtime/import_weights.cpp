@@ -265,7 +265,7 @@ int64_t ConvertToFloat(const TensorData& tensor, int64_t count, float* out) {
 // Converts the tensor of each entry of `infos` into its slice of `array`. Adds a sentence to
 // `problems` for each tensor with F64 values beyond the float32 range.
 void ConvertAll(const std::map<std::string, TensorData>& tensors,
-                const std::vector<ParamInfo>& infos, std::vector<float>& array,
+                const std::vector<ParamInfo>& infos, FloatArray& array,
                 std::set<std::string>& converted, std::vector<std::string>& problems) {
   for (const ParamInfo& p : infos) {
     const TensorData& tensor = tensors.at(p.name);

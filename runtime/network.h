@@ -82,18 +82,18 @@ class Network {
   absl::Status CheckFinite(const BatchResult& result,
                            const std::vector<double>* norms = nullptr) const;
 
-  std::vector<float>& params() { return params_; }
-  const std::vector<float>& params() const { return params_; }
-  const std::vector<float>& grads() const { return grads_; }
+  FloatArray& params() { return params_; }
+  const FloatArray& params() const { return params_; }
+  const FloatArray& grads() const { return grads_; }
   /// Written by Backward, read by Update; callers may replace them between the two.
-  std::vector<float>& grads() { return grads_; }
+  FloatArray& grads() { return grads_; }
   /// SGD's momentum buffers.
-  std::vector<float>& velocity() { return optimizer_.momentum; }
+  FloatArray& velocity() { return optimizer_.momentum; }
   OptimizerState& optimizer_state() { return optimizer_; }
   const OptimizerState& optimizer_state() const { return optimizer_; }
   /// Running statistics, laid out by CompiledModel::buffers.
-  std::vector<float>& buffers() { return buffers_; }
-  const std::vector<float>& buffers() const { return buffers_; }
+  FloatArray& buffers() { return buffers_; }
+  const FloatArray& buffers() const { return buffers_; }
   /// Dropout masks of step k come from (seed, k); Backward counts the steps.
   void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
 
@@ -124,7 +124,8 @@ class Network {
   void ReserveBoundaries(int batch);
 
   const CompiledModel& model_;
-  std::vector<float> params_, grads_, buffers_;
+  FloatArray params_, grads_;
+  FloatArray buffers_;
   OptimizerState optimizer_;
   std::vector<std::vector<float>> outputs_, output_grads_;  ///< One per segment but the last.
   int boundary_batch_ = 0;

@@ -49,7 +49,7 @@ class GraphBuilder {
   }
 
   // Adds an initializer with the values of `info` in `array`; returns its name.
-  const std::string& Initializer(const ParamInfo& info, const std::vector<float>& array) {
+  const std::string& Initializer(const ParamInfo& info, absl::Span<const float> array) {
     onnx::TensorProto* tensor = graph_->add_initializer();
     tensor->set_name(info.name);
     tensor->set_data_type(onnx::TensorProto::FLOAT);
@@ -95,8 +95,8 @@ void SetWindow(onnx::NodeProto* node, const LayerAttributes& a) {
 }
 
 // Builds the inference graph of `model` into `proto`.
-absl::Status BuildGraph(const CompiledModel& model, const std::vector<float>& params,
-                        const std::vector<float>& buffers, const OnnxExportOptions& options,
+absl::Status BuildGraph(const CompiledModel& model, absl::Span<const float> params,
+                        absl::Span<const float> buffers, const OnnxExportOptions& options,
                         onnx::ModelProto* proto) {
   onnx::GraphProto* graph = proto->mutable_graph();
   graph->set_name(model.name);
@@ -187,8 +187,8 @@ absl::Status BuildGraph(const CompiledModel& model, const std::vector<float>& pa
 
 }  // namespace
 
-absl::Status ExportOnnx(const CompiledModel& model, const std::vector<float>& params,
-                        const std::vector<float>& buffers, const std::string& path,
+absl::Status ExportOnnx(const CompiledModel& model, absl::Span<const float> params,
+                        absl::Span<const float> buffers, const std::string& path,
                         const OnnxExportOptions& options) {
   if (params.size() != static_cast<size_t>(model.num_params) ||
       buffers.size() != static_cast<size_t>(model.num_buffer_values)) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "runtime/compiled_model.h"
 
 namespace kiln {
@@ -32,8 +33,8 @@ struct OnnxExportOptions {
 /// Writes `model` with parameter values `params` and running statistics `buffers` (the flat
 /// arrays of kiln::Network) to `path` as ONNX, atomically. Errors name the path, or the layer
 /// whose op has no ONNX export.
-absl::Status ExportOnnx(const CompiledModel& model, const std::vector<float>& params,
-                        const std::vector<float>& buffers, const std::string& path,
+absl::Status ExportOnnx(const CompiledModel& model, absl::Span<const float> params,
+                        absl::Span<const float> buffers, const std::string& path,
                         const OnnxExportOptions& options = {});
 
 }  // namespace kiln

@@ -101,9 +101,9 @@ absl::StatusOr<UpdateStats> ApplyUpdate(const OptimizerOptions& options, float l
     }
   }
   const bool adam = options.kind != OptimizerKind::kSgd;
-  for (std::vector<float>* array :
-       adam ? std::vector<std::vector<float>*>{&state.exp_avg, &state.exp_avg_sq}
-            : std::vector<std::vector<float>*>{&state.momentum}) {
+  for (FloatArray* array :
+       adam ? std::vector<FloatArray*>{&state.exp_avg, &state.exp_avg_sq}
+            : std::vector<FloatArray*>{&state.momentum}) {
     if (array->size() != count) array->assign(count, 0.0f);
   }
 

@@ -30,6 +30,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "runtime/compiled_model.h"
+#include "runtime/huge_pages.h"
 #include "runtime/hyperparameters.h"
 
 namespace kiln {
@@ -37,9 +38,9 @@ namespace kiln {
 /// The optimizer's state over the flat parameter array. Arrays are empty until the optimizer
 /// that uses them first runs (then zero), or until a checkpoint fills them.
 struct OptimizerState {
-  std::vector<float> momentum;    ///< SGD's momentum_buffer.
-  std::vector<float> exp_avg;     ///< Adam's first moment.
-  std::vector<float> exp_avg_sq;  ///< Adam's second moment.
+  FloatArray momentum;    ///< SGD's momentum_buffer.
+  FloatArray exp_avg;     ///< Adam's first moment.
+  FloatArray exp_avg_sq;  ///< Adam's second moment.
   int64_t steps = 0;              ///< Updates applied; Adam's bias correction uses it.
 };
 

@@ -343,7 +343,7 @@ absl::StatusOr<std::vector<EpochStats>> Train(Network& net, const Dataset& train
     int64_t correct = 0;
     int64_t trained = 0;  // Images of the batches not skipped.
     int skipped = 0;
-    std::vector<float> statistics;  // Running statistics before the step, to undo a skipped one.
+    FloatArray statistics;  // Running statistics before the step, to undo a skipped one.
     BatchPrefetcher batches(train, order, batch_size, options.augmentation, seed, epoch);
     for (int64_t begin = 0; begin < train.count; begin += batch_size) {
       absl::StatusOr<const TrainingBatch*> batch = batches.Next();

@@ -85,7 +85,7 @@ ModelState DistinctState(const CompiledModel& model, float seed) {
 }
 
 // The values of entry `p` in `array`.
-std::vector<float> Slice(const std::vector<float>& array, const ParamInfo& p) {
+std::vector<float> Slice(absl::Span<const float> array, const ParamInfo& p) {
   return std::vector<float>(array.begin() + p.offset, array.begin() + p.offset + p.numel);
 }
 
@@ -463,7 +463,7 @@ TEST(Checkpoint, LoadWithoutMomentumZeroesVelocity) {
   ASSERT_TRUE(metadata.ok()) << metadata.status();
   EXPECT_EQ(loaded.params, saved.params);
   EXPECT_EQ(loaded.buffers, saved.buffers);
-  EXPECT_EQ(loaded.velocity, std::vector<float>(model.num_params, 0.0f));
+  EXPECT_EQ(loaded.velocity, FloatArray(model.num_params, 0.0f));
 }
 
 TEST(Checkpoint, LoadListsEveryDifference) {
@@ -613,7 +613,7 @@ TEST(Import, StateDictWithBatchCounter) {
   ASSERT_TRUE(imported.ok()) << imported.status();
   EXPECT_EQ(imported->params, source.params);
   EXPECT_EQ(imported->buffers, source.buffers);
-  EXPECT_EQ(imported->velocity, std::vector<float>(model.num_params, 0.0f));
+  EXPECT_EQ(imported->velocity, FloatArray(model.num_params, 0.0f));
   EXPECT_EQ(summary.num_tensors, 7);
   EXPECT_EQ(summary.num_ignored, 1);
   EXPECT_TRUE(summary.converted_dtypes.empty());
@@ -916,7 +916,7 @@ TEST(ImportCommand, WritesLoadableCheckpoint) {
   EXPECT_EQ(metadata->at("kiln.model"), "tiny");
   EXPECT_EQ(loaded.params, source.params);
   EXPECT_THAT(Slice(loaded.buffers, model.buffers[1]), ElementsAre(0.5f, 2.0f));
-  EXPECT_EQ(loaded.velocity, std::vector<float>(model.num_params, 0.0f));
+  EXPECT_EQ(loaded.velocity, FloatArray(model.num_params, 0.0f));
 }
 
 TEST(ImportCommand, RefusesExistingOutput) {

@@ -65,7 +65,7 @@ TEST_P(OnnxExport, FilePassesTheCheckerAndHoldsTheState) {
   // Every parameter and running statistic, by state_dict name, with its values.
   for (const onnx::TensorProto& tensor : graph.initializer()) {
     const std::vector<ParamInfo>* table = &net.model().params;
-    const std::vector<float>* values = &net.params();
+    const FloatArray* values = &net.params();
     if (tensor.name().find("running_") != std::string::npos) {
       table = &net.model().buffers;
       values = &net.buffers();

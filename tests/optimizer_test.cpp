@@ -106,7 +106,7 @@ OptimizerOptions OptionsOf(const nlohmann::json& c) {
 // larger: a value that is a small difference of large terms (a momentum that changed sign)
 // carries rounding errors of the terms' size, and PyTorch fuses multiply-adds where Halide's
 // code may not, or the other way round. Returns the worst ratio of error to tolerance.
-double ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected,
+double ExpectClose(absl::Span<const float> actual, absl::Span<const float> expected,
                    const std::string& what) {
   EXPECT_EQ(actual.size(), expected.size()) << what;
   double squares = 0;
@@ -215,7 +215,7 @@ TEST(Optimizer, FrozenParametersAndTheirStateStayUnchanged) {
     const int64_t frozen = params[0].numel;
     EXPECT_TRUE(std::equal(values.begin(), values.begin() + frozen, start.begin()));
     EXPECT_FALSE(std::equal(values.begin() + frozen, values.end(), start.begin() + frozen));
-    const std::vector<float>& moment = kind == OptimizerKind::kSgd ? state.momentum : state.exp_avg;
+    const FloatArray& moment = kind == OptimizerKind::kSgd ? state.momentum : state.exp_avg;
     EXPECT_TRUE(
         std::all_of(moment.begin(), moment.begin() + frozen, [](float v) { return v == 0; }));
   }

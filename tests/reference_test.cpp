@@ -131,13 +131,13 @@ int CountCorrect(const float* logits, const int32_t* labels, int batch, int clas
 struct KilnStep {
   std::vector<float> logits;  // {batch, classes}, row-major.
   BatchResult result;
-  std::vector<float> grads;
-  std::vector<float> after;  // Parameters after the update.
+  FloatArray grads;
+  FloatArray after;  // Parameters after the update.
 };
 
 // Kiln's initial parameters (PyTorch's) and its two steps from them.
 struct KilnRun {
-  std::vector<float> initial;
+  FloatArray initial;
   KilnStep step[2];
 };
 
@@ -296,7 +296,7 @@ class Reference : public ::testing::Test {
 
   // Compares the flat Kiln array `kiln` (model offsets) with the tensors `<group>.<name>`.
   static ::testing::AssertionResult ParamsMatch(const std::string& group,
-                                                const std::vector<float>& kiln) {
+                                                absl::Span<const float> kiln) {
     Worst worst;
     for (const ParamInfo& p : spec_->params) {
       for (const Segment& s : Segments(group, p)) {
@@ -314,8 +314,8 @@ class Reference : public ::testing::Test {
   // so this detects what ParamsMatch cannot: weight decay alone changes a parameter by
   // lr·weight_decay = 5e-5 of itself, below kRelTol.
   static ::testing::AssertionResult StepsMatch(const std::string& before, const std::string& after,
-                                               const std::vector<float>& kiln_before,
-                                               const std::vector<float>& kiln_after) {
+                                               absl::Span<const float> kiln_before,
+                                               absl::Span<const float> kiln_after) {
     Worst worst;
     for (const ParamInfo& p : spec_->params) {
       for (const Segment& s : Segments(after, p)) {

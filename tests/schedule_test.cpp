@@ -48,7 +48,7 @@ Batch RandomBatch(const CompiledModel& model, int batch, uint32_t seed) {
 }
 
 // Expects `actual` within kTolerance of `expected`, relative to the largest |expected|.
-void ExpectClose(const std::vector<float>& expected, const std::vector<float>& actual,
+void ExpectClose(absl::Span<const float> expected, absl::Span<const float> actual,
                  const std::string& what) {
   ASSERT_EQ(expected.size(), actual.size()) << what;
   float scale = 0;

@@ -85,7 +85,7 @@ TEST(TrainerApi, TrainStepEqualsNetworkStep) {
       EXPECT_EQ(r.loss, expected->loss);
       EXPECT_EQ(r.correct, expected->correct);
     }
-    EXPECT_EQ(Parameters(trainer), net.params());
+    EXPECT_THAT(Parameters(trainer), ::testing::ElementsAreArray(net.params()));
   }
 }
 

@@ -188,7 +188,7 @@ TEST(TrainingFeatures, FrozenLeNetTrainsTheHeadOnly) {
   EXPECT_EQ(trainable, 2);
 
   // Training moves fc2 only.
-  const std::vector<float> start = frozen.params();
+  const FloatArray start = frozen.params();
   TrainOptions options = test::QuietOptions(1);
   options.seed = 3;
   options.optimizer.weight_decay = 0.01f;
@@ -243,13 +243,13 @@ TEST(TrainingFeatures, TransferKeepsTheFeaturesAndReinitializesTheHead) {
 
   Network target(Model("lenet5_c5_features"));
   target.InitParams(4);
-  const std::vector<float> fresh = target.params();
+  const FloatArray fresh = target.params();
   absl::StatusOr<PretrainedReport> report = target.LoadPretrained(path);
   ASSERT_TRUE(report.ok()) << report.status();
   ASSERT_EQ(report->mismatched.size(), 2u);  // fc2.weight [5, 84] and fc2.bias [5]
   EXPECT_THAT(report->mismatched[0], HasSubstr("fc2.weight [5, 84] (the file has F32 [10, 84])"));
   for (const ParamInfo& p : target.model().params) {
-    const std::vector<float>& expected = p.name.rfind("fc2.", 0) == 0 ? fresh : source.params();
+    const FloatArray& expected = p.name.rfind("fc2.", 0) == 0 ? fresh : source.params();
     EXPECT_TRUE(std::equal(target.params().begin() + p.offset,
                            target.params().begin() + p.offset + p.numel,
                            expected.begin() + p.offset))
@@ -258,7 +258,7 @@ TEST(TrainingFeatures, TransferKeepsTheFeaturesAndReinitializesTheHead) {
   // Another architecture is rejected, listing what is missing, and changes nothing.
   Network resnet(Model("resnet20"));
   resnet.InitParams(1);
-  const std::vector<float> before = resnet.params();
+  const FloatArray before = resnet.params();
   absl::StatusOr<PretrainedReport> rejected = resnet.LoadPretrained(path);
   ASSERT_FALSE(rejected.ok());
   EXPECT_THAT(rejected.status().message(), HasSubstr("'bn1.weight' is missing"));

@@ -96,7 +96,7 @@ TEST(Training, ResumeMatchesUninterruptedRun) {
 
 TEST(Training, ResultsDoNotDependOnThreadCount) {
   const Dataset train = First(TrainSplit(), 256);
-  std::vector<std::vector<float>> results;
+  std::vector<FloatArray> results;
   for (int threads : {1, 2}) {
     SetThreads(threads);
     Network net(Lenet5());
@@ -244,7 +244,7 @@ TEST(Checkpoint, TruncatedFileIsAnErrorAndChangesNothing) {
 
   Network target(Lenet5());
   target.InitParams(2);
-  const std::vector<float> before = target.params();
+  const FloatArray before = target.params();
   absl::StatusOr<std::map<std::string, std::string>> loaded = target.LoadCheckpoint(path);
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(loaded.status().message(), AllOf(HasSubstr(path), HasSubstr("truncated")));

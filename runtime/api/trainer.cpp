@@ -111,13 +111,14 @@ struct Trainer::State {
     }
   }
 
-  // The flat array and entry of the parameter or running statistic `name`, or null.
-  std::pair<std::vector<float>*, const ParamInfo*> Find(const std::string& name) {
+  // The start of the flat array and the entry of the parameter or running statistic `name`,
+  // or nulls.
+  std::pair<float*, const ParamInfo*> Find(const std::string& name) {
     for (const ParamInfo& p : model.params) {
-      if (p.name == name) return {&network.params(), &p};
+      if (p.name == name) return {network.params().data(), &p};
     }
     for (const ParamInfo& b : model.buffers) {
-      if (b.name == name) return {&network.buffers(), &b};
+      if (b.name == name) return {network.buffers().data(), &b};
     }
     return {nullptr, nullptr};
   }
@@ -282,7 +283,7 @@ Status Trainer::GetParameter(const std::string& name, float* values, size_t coun
                                         "'): ", values ? "" : "null buffer, ", "count ", count,
                                         "; the parameter has ", info->numel, " floats"));
   }
-  std::copy_n(array->data() + info->offset, info->numel, values);
+  std::copy_n(array + info->offset, info->numel, values);
   return Status();
 }
 
@@ -301,7 +302,7 @@ Status Trainer::SetParameter(const std::string& name, const float* values, size_
                                           values[i], "; pass finite values"));
     }
   }
-  std::copy_n(values, info->numel, array->data() + info->offset);
+  std::copy_n(values, info->numel, array + info->offset);
   return Status();
 }
 
@@ -350,7 +351,7 @@ Status Trainer::ComputeGradients(const float* inputs, const float* targets, int 
 
 Status Trainer::GetGradients(float* gradients, size_t count) const {
   KILN_REQUIRE_STATE("GetGradients");
-  const std::vector<float>& grads = state_->network.grads();
+  const FloatArray& grads = state_->network.grads();
   if (gradients == nullptr || count != grads.size()) {
     return InvalidArgument(absl::StrCat("GetGradients: ", gradients ? "" : "null buffer, ",
                                         "count ", count, "; model '", state_->model.name, "' has ",
@@ -362,7 +363,7 @@ Status Trainer::GetGradients(float* gradients, size_t count) const {
 
 Status Trainer::ApplyGradients(const float* gradients, size_t count) {
   KILN_REQUIRE_STATE("ApplyGradients");
-  std::vector<float>& grads = state_->network.grads();
+  FloatArray& grads = state_->network.grads();
   if (gradients == nullptr || count != grads.size()) {
     return InvalidArgument(absl::StrCat("ApplyGradients: ", gradients ? "" : "null gradients, ",
                                         "count ", count, "; model '", state_->model.name, "' has ",
