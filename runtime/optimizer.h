@@ -62,6 +62,12 @@ absl::StatusOr<UpdateStats> ApplyUpdate(const OptimizerOptions& options, float l
 absl::StatusOr<std::vector<double>> GradientNorms(const std::vector<ParamInfo>& params,
                                                   absl::Span<const float> grads);
 
+/// Whether the squares of the trainable gradients in `grads` sum to a finite value, with one
+/// compiled call per run of adjacent trainable tensors. True means each GradientNorms value of a
+/// trainable tensor is finite too; false means one is NaN or infinite, or the total overflows.
+absl::StatusOr<bool> TrainableSquaresFinite(const std::vector<ParamInfo>& params,
+                                            absl::Span<const float> grads);
+
 }  // namespace kiln
 
 #endif  // KILN_RUNTIME_OPTIMIZER_H_

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -196,6 +197,49 @@ TEST(Optimizer, GradientNormsMatchADoubleSum) {
     }
     EXPECT_NEAR((*norms)[i], std::sqrt(squares), 1e-6 * std::sqrt(squares)) << ref.params[i].name;
   }
+}
+
+TEST(Optimizer, TrainableSquaresFinite) {
+  const Reference& ref = Reference::Get();
+  ASSERT_TRUE(ref.ok()) << ref.error;
+  ASSERT_GE(ref.params.size(), 2u);
+  const std::vector<float> grads = ref.F32("grads.3");
+  const ParamInfo& first = ref.params.front();
+  const ParamInfo& last = ref.params.back();
+  auto finite = [&](const std::vector<ParamInfo>& params, const std::vector<float>& values) {
+    absl::StatusOr<bool> result = TrainableSquaresFinite(params, values);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.value_or(false);
+  };
+  EXPECT_TRUE(finite(ref.params, grads));
+
+  std::vector<float> nan = grads;
+  nan[last.offset + last.numel - 1] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(finite(ref.params, nan));
+
+  // Frozen tensors are skipped, as in Network::CheckFinite.
+  std::vector<float> infinite = grads;
+  infinite[first.offset] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(finite(ref.params, infinite));
+  std::vector<ParamInfo> frozen = ref.params;
+  frozen.front().trainable = false;
+  EXPECT_TRUE(finite(frozen, infinite));
+
+  // Squares of 2.25e38 are finite in each tensor, but not in the sum of the two.
+  std::vector<float> large = grads;
+  large[first.offset] = 1.5e19f;
+  large[last.offset] = 1.5e19f;
+  EXPECT_FALSE(finite(ref.params, large));
+  absl::StatusOr<std::vector<double>> norms = GradientNorms(ref.params, large);
+  ASSERT_TRUE(norms.ok()) << norms.status();
+  EXPECT_TRUE(std::isfinite(norms->front()));
+  EXPECT_TRUE(std::isfinite(norms->back()));
+
+  std::vector<ParamInfo> outside = ref.params;
+  outside.back().offset = static_cast<int64_t>(grads.size());
+  absl::StatusOr<bool> error = TrainableSquaresFinite(outside, grads);
+  ASSERT_FALSE(error.ok());
+  EXPECT_THAT(error.status().message(), HasSubstr("lies outside the gradient array"));
 }
 
 TEST(Optimizer, FrozenParametersAndTheirStateStayUnchanged) {
