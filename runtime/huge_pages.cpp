@@ -30,7 +30,8 @@ void* AllocateOnHugePages(size_t bytes) {
   const uintptr_t start = reinterpret_cast<uintptr_t>(mapped);
   const uintptr_t aligned = (start + kHugePage - 1) / kHugePage * kHugePage;
   if (aligned > start) munmap(mapped, aligned - start);
-  const size_t tail = start + size + kHugePage - (aligned + size);
+  // The mapping ends at start + size + kHugePage and the block at aligned + size.
+  const size_t tail = start + kHugePage - aligned;
   if (tail > 0) munmap(reinterpret_cast<void*>(aligned + size), tail);
   // Where THP is "never", the advice is ignored and the pages stay 4 KiB ones.
   madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);

@@ -124,8 +124,7 @@ class Network {
   void ReserveBoundaries(int batch);
 
   const CompiledModel& model_;
-  FloatArray params_, grads_;
-  FloatArray buffers_;
+  FloatArray params_, grads_, buffers_;
   OptimizerState optimizer_;
   std::vector<std::vector<float>> outputs_, output_grads_;  ///< One per segment but the last.
   int boundary_batch_ = 0;

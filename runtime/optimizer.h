@@ -41,7 +41,7 @@ struct OptimizerState {
   FloatArray momentum;    ///< SGD's momentum_buffer.
   FloatArray exp_avg;     ///< Adam's first moment.
   FloatArray exp_avg_sq;  ///< Adam's second moment.
-  int64_t steps = 0;              ///< Updates applied; Adam's bias correction uses it.
+  int64_t steps = 0;      ///< Updates applied; Adam's bias correction uses it.
 };
 
 struct UpdateStats {
