@@ -21,6 +21,8 @@ void* AllocateOnHugePages(size_t bytes) {
     if (block == nullptr) throw std::bad_alloc();
     return block;
   }
+  // Sizes within two huge pages of SIZE_MAX would wrap in the rounding below.
+  if (bytes > SIZE_MAX - 2 * kHugePage) throw std::bad_alloc();
   // Map a huge page more than needed and unmap the ends around an aligned start: the kernel
   // backs an address range with a huge page only where it covers a whole aligned 2 MiB.
   const size_t size = RoundUp(bytes);

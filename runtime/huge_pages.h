@@ -14,12 +14,14 @@
  * "never"), the arrays live on ordinary pages and only the speed differs.
  *
  * NOTE: each larger array occupies whole 2 MiB pages, so a model of 247 KB arrays (LeNet-5)
- * holds 2 MiB of memory per array. Network::StateBytes counts the arrays' sizes, not that.
+ * takes 2 MiB of memory per array. Network::StateBytes counts the arrays' sizes, not that.
  */
 #ifndef KILN_RUNTIME_HUGE_PAGES_H_
 #define KILN_RUNTIME_HUGE_PAGES_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <new>
 #include <vector>
 
 namespace kiln {
@@ -38,11 +40,16 @@ void FreeOnHugePages(void* block, size_t bytes);
 /// instance frees any block.
 template <typename T>
 struct HugePageAllocator {
+  // Small arrays come from malloc, which aligns for the fundamental types only.
+  static_assert(alignof(T) <= alignof(std::max_align_t), "T is over-aligned for malloc");
   using value_type = T;
   HugePageAllocator() = default;
   template <typename U>
   HugePageAllocator(const HugePageAllocator<U>& /*other*/) {}
-  T* allocate(size_t n) { return static_cast<T*>(AllocateOnHugePages(n * sizeof(T))); }
+  T* allocate(size_t n) {
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
+    return static_cast<T*>(AllocateOnHugePages(n * sizeof(T)));
+  }
   void deallocate(T* block, size_t n) { FreeOnHugePages(block, n * sizeof(T)); }
   template <typename U>
   bool operator==(const HugePageAllocator<U>& /*other*/) const { return true; }

@@ -75,6 +75,34 @@ TEST(NonFinite, InfinityIsCaughtToo) {
               HasSubstr("step " + std::to_string(PoisonedStep(4, 0)) + ": "));
 }
 
+// CheckFinite sums all gradients' squares at once and looks at each tensor only when that sum
+// is not finite: a total that overflows while every tensor's sum is finite still passes.
+TEST(NonFinite, CheckFiniteOnSetGradients) {
+  Network net(Compiled("lenet5"));
+  const std::vector<ParamInfo>& params = net.model().params;
+  ASSERT_EQ(params.front().name, "conv1.weight");
+  ASSERT_EQ(params.back().name, "fc2.bias");
+  const BatchResult finite_loss{2.3f, 7};
+  ASSERT_TRUE(net.CheckFinite(finite_loss).ok());
+
+  // Squares of 2.25e38: finite in each tensor, infinite in their float sum.
+  net.grads()[params.front().offset] = 1.5e19f;
+  net.grads()[params.back().offset] = 1.5e19f;
+  EXPECT_TRUE(net.CheckFinite(finite_loss).ok());
+
+  net.grads()[params.back().offset] = NAN;
+  absl::Status nan = net.CheckFinite(finite_loss);
+  ASSERT_FALSE(nan.ok());
+  EXPECT_THAT(std::string(nan.message()), HasSubstr("the gradient of fc2.bias is NaN"));
+
+  net.grads()[params.back().offset] = 0.0f;
+  absl::Status loss = net.CheckFinite(BatchResult{NAN, 0});
+  ASSERT_FALSE(loss.ok());
+  EXPECT_THAT(std::string(loss.message()),
+              AllOf(HasSubstr("the loss is nan while every gradient is finite"),
+                    HasSubstr("check the targets")));
+}
+
 // Skipping undoes the batch's BatchNorm statistics, so the run goes on with finite values.
 TEST(NonFinite, SkipCountsBatchesAndUndoesStatistics) {
   Network net(Compiled("resnet20"));

@@ -13,8 +13,9 @@ namespace {
 
 constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
 
-// The "THPeligible" field of /proc/self/smaps for the mapping that contains `address`, or -1.
-int ThpEligible(const void* address) {
+// The rest of the line that starts with `field` in the /proc/self/smaps entry of the mapping
+// that contains `address`, or "" when there is none.
+std::string SmapsField(const void* address, const std::string& field) {
   std::ifstream smaps("/proc/self/smaps");
   const uintptr_t at = reinterpret_cast<uintptr_t>(address);
   std::string line;
@@ -25,11 +26,17 @@ int ThpEligible(const void* address) {
     std::istringstream range(line);
     if (range >> std::hex >> begin >> dash >> end && dash == '-') {
       inside = begin <= at && at < end;
-    } else if (inside && line.rfind("THPeligible:", 0) == 0) {
-      return std::stoi(line.substr(line.find(':') + 1));
+    } else if (inside && line.rfind(field, 0) == 0) {
+      return line.substr(field.size());
     }
   }
-  return -1;
+  return "";
+}
+
+// Whether the mapping that contains `address` has the "hg" flag that madvise(MADV_HUGEPAGE)
+// sets.
+bool AdvisedHugePages(const void* address) {
+  return (SmapsField(address, "VmFlags:") + " ").find(" hg ") != std::string::npos;
 }
 
 // The kernel's THP mode: "always", "madvise" or "never" (empty when unknown).
@@ -51,7 +58,7 @@ TEST(HugePages, LargeArrayAlignedAndCopied) {
   FloatArray copy = values;
   EXPECT_EQ(reinterpret_cast<uintptr_t>(copy.data()) % kHugePage, 0u);
   EXPECT_NE(copy.data(), values.data());
-  values.resize(3 * count, -1.0f);  // Reallocates past the first mapping's 2 MiB.
+  values.resize(10 * count, -1.0f);  // 2.5 MB: over one huge page, not a whole number of them.
   EXPECT_EQ(reinterpret_cast<uintptr_t>(values.data()) % kHugePage, 0u);
   for (size_t i = 0; i < count; ++i) {
     ASSERT_EQ(values[i], static_cast<float>(i)) << "at " << i;
@@ -66,10 +73,22 @@ TEST(HugePages, LargeArrayMarkedForThp) {
     GTEST_SKIP() << "transparent huge pages are '" << mode << "' on this kernel";
   }
   FloatArray values(size_t{1} << 20, 1.0f);
-  const int eligible = ThpEligible(values.data());
-  if (eligible < 0) GTEST_SKIP() << "this kernel's smaps has no THPeligible field";
-  // In "madvise" mode only a mapping given MADV_HUGEPAGE is eligible.
-  EXPECT_EQ(eligible, 1) << "THP mode " << mode;
+  EXPECT_TRUE(AdvisedHugePages(values.data()));
+  const std::string eligible = SmapsField(values.data(), "THPeligible:");
+  if (eligible.empty()) GTEST_SKIP() << "this kernel's smaps has no THPeligible field";
+  EXPECT_EQ(std::stoi(eligible), 1) << "THP mode " << mode;
+}
+
+TEST(HugePages, ThresholdSplitsMallocAndMappings) {
+  const std::string mode = ThpMode();
+  if (mode != "always" && mode != "madvise") {
+    GTEST_SKIP() << "transparent huge pages are '" << mode << "' on this kernel";
+  }
+  const size_t threshold = kHugePageMinBytes / sizeof(float);
+  FloatArray below(threshold - 1, 1.0f), at(threshold, 1.0f);
+  EXPECT_FALSE(AdvisedHugePages(below.data()));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(at.data()) % kHugePage, 0u);
+  EXPECT_TRUE(AdvisedHugePages(at.data()));
 }
 
 TEST(HugePages, SmallArrayBehavesAsVector) {

@@ -224,6 +224,15 @@ TEST(Optimizer, TrainableSquaresFinite) {
   std::vector<ParamInfo> frozen = ref.params;
   frozen.front().trainable = false;
   EXPECT_TRUE(finite(frozen, infinite));
+  // A frozen tensor in the middle splits the sum into two runs, and both are checked.
+  ASSERT_GE(ref.params.size(), 3u);
+  std::vector<ParamInfo> split = ref.params;
+  split[1].trainable = false;
+  std::vector<float> middle = grads;
+  middle[split[1].offset] = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(finite(split, middle));
+  EXPECT_FALSE(finite(split, nan));
+  EXPECT_FALSE(finite(split, infinite));
 
   // Squares of 2.25e38 are finite in each tensor, but not in the sum of the two.
   std::vector<float> large = grads;
