@@ -371,9 +371,7 @@ LoweredSegment LowerSegment(const Model& model, int index, LowerMode mode) {
   std::vector<Halide::Var> out_vars = ops::TensorVars(out_shape.size());
   s.output = Halide::Func(s.last ? "prediction_output" : "output");
   // A loss may read the segment's input directly (a model that is only a loss).
-  Halide::Func predicted =
-      output_layer == s.segment.input ? s.input_func : s.layers.at(output_layer).output;
-  s.output(out_vars) = predicted(out_vars);
+  s.output(out_vars) = s.func_of(output_layer)(out_vars);
   s.output.set_estimates(TensorRegion(out_shape, model.batch_size));
   for (size_t b = 0; b < s.new_buffers.size(); ++b) {
     s.new_buffers[b].set_estimates(ShapeRegion(model.buffers[s.buffer_indices[b]].shape));

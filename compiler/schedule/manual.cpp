@@ -799,10 +799,8 @@ void ManualSegment(const LoweredSegment& s, Halide::Pipeline& pipeline, const Ha
         channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
         SkipTapsOutsideOutput(f, layer);
       }
-      if (layer.kind == OpKind::kDense) {
-        if (adjoint_of(name, s.func_of(layer.input()))) {
-          channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
-        }
+      if (layer.kind == OpKind::kDense && adjoint_of(name, s.func_of(layer.input()))) {
+        channels = static_cast<int>(model.layers[layer.input()].output_shape[0]);
       }
     }
     // Copies stay inlined; everything else is stored once, since several reductions read it.
