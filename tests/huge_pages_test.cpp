@@ -2,6 +2,7 @@
 // pages above kHugePageMinBytes, malloc below, and ordinary std::vector behaviour in both.
 #include <cstdint>
 #include <fstream>
+#include <new>
 #include <sstream>
 #include <string>
 
@@ -89,6 +90,12 @@ TEST(HugePages, ThresholdSplitsMallocAndMappings) {
   EXPECT_FALSE(AdvisedHugePages(below.data()));
   EXPECT_EQ(reinterpret_cast<uintptr_t>(at.data()) % kHugePage, 0u);
   EXPECT_TRUE(AdvisedHugePages(at.data()));
+}
+
+TEST(HugePages, OversizedRequestsThrowBadAlloc) {
+  // Sizes whose rounding to huge pages, or whose byte count, would wrap around.
+  EXPECT_THROW(AllocateOnHugePages(SIZE_MAX - 100), std::bad_alloc);
+  EXPECT_THROW(HugePageAllocator<float>().allocate(SIZE_MAX / sizeof(float) + 2), std::bad_alloc);
 }
 
 TEST(HugePages, SmallArrayBehavesAsVector) {
